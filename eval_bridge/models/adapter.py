@@ -1,0 +1,270 @@
+"""One adapter over Hugging Face VLMs: load (base, optional PEFT adapter), build chat inputs, generate in batches.
+
+Every component of the toolkit that runs a model goes through `VLM`: the trust suite, the eval bridge, the
+inference-time mitigations and RESA's trace sampling. Generation is batched with left padding (decoder-only
+models continue from the right edge), so a batch of prompts of different lengths, with and without images,
+gives the same greedy text as generating each alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from eval_bridge.models.fingerprint import fingerprint
+from eval_bridge.samples import Sample, SampleError, load_image
+
+# model_type -> class name in transformers. Anything else falls back to AutoModelForImageTextToText.
+FAMILY_CLASSES = {
+    "llava": "LlavaForConditionalGeneration",
+    "llava_next": "LlavaNextForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "idefics3": "Idefics3ForConditionalGeneration",
+    "smolvlm": "SmolVLMForConditionalGeneration",
+}
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode. Greedy by default, as MultiTrust evaluates.
+
+    Sampled outputs are reproducible for the same seed, samples and batch size.
+    """
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    seed: int = 0
+    batch_size: int = 8
+
+    def cache_key(self) -> dict:
+        """The fields that change generated text (batch size does not, for greedy decoding)."""
+        key = asdict(self)
+        key.pop("batch_size")
+        if not self.do_sample:
+            for name in ("temperature", "top_p", "top_k", "seed"):
+                key.pop(name)
+        return key
+
+
+@dataclass
+class Generation:
+    """One generated response.
+
+    Attributes:
+        text: decoded response, special tokens removed.
+        token_ids: generated token ids up to and including the end-of-sequence token, without padding.
+        logprobs: per generated token, log p(token | prefix) under the model's raw (untempered) distribution,
+            when requested.
+    """
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _default_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _model_class(model_type: str):
+    import transformers
+
+    name = FAMILY_CLASSES.get(model_type)
+    cls = getattr(transformers, name, None) if name else None
+    return cls or transformers.AutoModelForImageTextToText
+
+
+class VLM:
+    """A vision-language model with its processor, ready for batched chat generation.
+
+    Build with `VLM.load(...)` from a path or hub id, or wrap an in-memory `(model, processor)` pair.
+    """
+
+    def __init__(self, model, processor, *, name: str = "in-memory", adapter: str | None = None):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.adapter = adapter
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            # Left padding needs a pad id; EOS is the conventional stand-in and is masked out by attention.
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        adapter: str | None = None,
+        *,
+        trust_remote_code: bool = False,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+    ) -> VLM:
+        """Load a base model (local path or hub id) and, optionally, a PEFT adapter on top of it.
+
+        Args:
+            model: a local directory saved with `save_pretrained`, or a hub id (read from the local HF cache
+                when offline).
+            adapter: a PEFT adapter directory (e.g. a LoRA checkpoint). Its processor is used if it saved one.
+            trust_remote_code: run model code shipped with the checkpoint. Off unless you opt in.
+            dtype: weights dtype; default float32 on CPU, bfloat16 (or float16) on CUDA.
+            device: default CUDA if available, else CPU.
+            revision: hub revision (branch, tag or commit) for hub ids.
+        """
+        from transformers import AutoConfig, AutoProcessor
+
+        dev = torch.device(device) if device is not None else _default_device()
+        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or _default_dtype(dev)
+        common = dict(trust_remote_code=trust_remote_code, revision=revision)
+        try:
+            config = AutoConfig.from_pretrained(model, **common)
+        except OSError as err:
+            raise OSError(
+                f"cannot load model {model!r}: {err}. Pass a local directory saved with "
+                "save_pretrained, or a hub id already in the local Hugging Face cache."
+            ) from err
+        model_cls = _model_class(config.model_type)
+        try:
+            net = model_cls.from_pretrained(model, config=config, dtype=torch_dtype, **common)
+        except ValueError as err:
+            raise ValueError(
+                f"{model!r} (model_type {config.model_type!r}) is not an image-text-to-text model "
+                f"that transformers knows: {err}. Supported families: "
+                f"{', '.join(FAMILY_CLASSES)}, or any AutoModelForImageTextToText model."
+            ) from err
+        processor_source = model
+        if adapter is not None:
+            from peft import PeftModel
+
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise FileNotFoundError(
+                    f"{adapter} has no adapter_config.json; pass a PEFT adapter directory "
+                    "(e.g. a LoRA checkpoint saved by the trainer) as --adapter"
+                )
+            net = PeftModel.from_pretrained(net, adapter)
+            if any((Path(adapter) / f).is_file() for f in ("processor_config.json", "tokenizer_config.json")):
+                processor_source = adapter
+        processor = AutoProcessor.from_pretrained(processor_source, **common)
+        net.to(dev).eval()
+        return cls(net, processor, name=str(model), adapter=str(adapter) if adapter else None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def family(self) -> str:
+        """The model_type of the base model's config (e.g. `llava`, `qwen2_vl`)."""
+        return self.model.config.model_type
+
+    @property
+    def fingerprint(self) -> str:
+        """A content hash of the base weights and adapter: equal fingerprints mean the same model."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.name, self.adapter, model=self.model)
+        return self._fingerprint
+
+    def prompt_text(self, sample: Sample) -> str:
+        """The sample rendered by the model's chat template, ending with the assistant's turn opener."""
+        return self.processor.apply_chat_template(sample.messages(), add_generation_prompt=True, tokenize=False)
+
+    def prepare(self, samples: Sequence[Sample]):
+        """Tokenise a batch of samples with left padding; images are loaded and processed per sample.
+
+        Returns:
+            the processor's `BatchFeature` (input ids, attention mask, pixel inputs), on the model's device.
+        """
+        texts = [self.prompt_text(s) for s in samples]
+        images = []
+        for s in samples:
+            try:
+                images.append([load_image(ref) for ref in s.images])
+            except (OSError, ValueError) as err:
+                raise SampleError(
+                    f"cannot load image: {err}", source=s.source or f"sample {s.id}", field="images"
+                ) from err
+        kwargs = dict(text=texts, padding=True, return_tensors="pt")
+        if any(images):
+            kwargs["images"] = images
+        inputs = self.processor(**kwargs)
+        return inputs.to(self.device)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        samples: Sequence[Sample],
+        settings: GenerationSettings = GenerationSettings(),
+        *,
+        return_logprobs: bool = False,
+        progress: bool = False,
+    ) -> list[Generation]:
+        """Generate one response per sample, `settings.batch_size` samples at a time, in input order.
+
+        Samples are grouped by prompt length so that batches carry little padding.
+        """
+        from tqdm.auto import tqdm
+
+        order = sorted(range(len(samples)), key=lambda i: (len(samples[i].images), len(self.prompt_text(samples[i]))))
+        results: list[Generation | None] = [None] * len(samples)
+        config = self._generation_config(settings, return_logprobs)
+        n_batches = math.ceil(len(samples) / settings.batch_size)
+        for b in tqdm(range(n_batches), desc="generate", unit="batch", disable=not progress):
+            idx = order[b * settings.batch_size : (b + 1) * settings.batch_size]
+            if settings.do_sample:
+                torch.manual_seed(settings.seed + b)
+            generations = self._generate_batch([samples[i] for i in idx], config, return_logprobs)
+            for i, gen in zip(idx, generations, strict=True):
+                results[i] = gen
+        return results
+
+    def _generation_config(self, settings: GenerationSettings, return_logprobs: bool):
+        config = copy.deepcopy(self.model.generation_config)
+        config.max_new_tokens = settings.max_new_tokens
+        config.do_sample = settings.do_sample
+        if settings.do_sample:
+            config.temperature, config.top_p, config.top_k = settings.temperature, settings.top_p, settings.top_k
+        else:
+            config.temperature, config.top_p, config.top_k = None, None, None
+        if config.pad_token_id is None:
+            config.pad_token_id = self.tokenizer.pad_token_id
+        config.return_dict_in_generate = True
+        config.output_logits = return_logprobs
+        return config
+
+    def _generate_batch(self, batch: Sequence[Sample], config, return_logprobs: bool) -> list[Generation]:
+        inputs = self.prepare(batch)
+        out = self.model.generate(**inputs, generation_config=config)
+        new = out.sequences[:, inputs["input_ids"].shape[1] :]
+        logprobs = None
+        if return_logprobs:
+            logits = torch.stack(out.logits, dim=1).float()
+            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        eos = config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        results = []
+        for row in range(new.shape[0]):
+            ids = new[row].tolist()
+            end = next((k + 1 for k, t in enumerate(ids) if t in eos_ids), len(ids))
+            ids = ids[:end]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            lp = logprobs[row, :end].tolist() if logprobs is not None else None
+            results.append(Generation(text=text, token_ids=ids, logprobs=lp))
+        return results
