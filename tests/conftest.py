@@ -14,6 +14,9 @@ from PIL import Image
 from eval_bridge.models.tiny import FAMILIES, save_tiny_vlm
 from eval_bridge.samples import Sample
 
+# `serve`: a fake OpenAI-compatible chat server on loopback, for judge tests.
+pytest_plugins = ["openai_server"]
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

@@ -1,0 +1,1 @@
+"""Readers that turn external benchmark data (MultiTrust) into `Sample` lists."""

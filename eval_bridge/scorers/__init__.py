@@ -1,0 +1,1 @@
+"""Scorers that turn model responses into MultiTrust per-sample and per-task scores."""

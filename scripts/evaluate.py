@@ -1,0 +1,103 @@
+"""Run MultiTrust's trust suite (32 tasks, plus utility and over-refusal tracks) on a model or checkpoint.
+
+Examples:
+    python scripts/evaluate.py --list-tasks
+    python scripts/evaluate.py --model runs/resa/checkpoint-200 --suite mini --output runs/eval/ckpt200
+    python scripts/evaluate.py --model llava-hf/llava-1.5-7b-hf --adapter runs/lora/checkpoint-500 \\
+        --suite full --data-root /data/multitrust --tasks T1,safety --judge openai:gpt-4o@https://api.openai.com/v1 \\
+        --output runs/eval/lora500
+    accelerate launch --num_processes 4 scripts/evaluate.py --model ... --output ...   # sharded generation
+
+The mini suite is generated offline into --cache-dir on first use. Responses are cached by (model fingerprint,
+method, task, sample, generation settings): an interrupted run resumes and a rerun generates nothing.
+Without --judge, judge-scored checks use documented offline rules, and the results say so per task.
+"""
+
+import argparse
+import logging
+import sys
+
+from eval_bridge.models.adapter import VLM, GenerationSettings
+from eval_bridge.report import to_markdown
+from eval_bridge.runner import SuiteConfig, run_suite
+from eval_bridge.samples import SampleError
+from eval_bridge.scoring import Scorers
+from eval_bridge.tasks import list_tasks
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--list-tasks", action="store_true", help="print the 32 tasks and exit")
+    p.add_argument("--model", help="local model directory or hub id (from the local HF cache)")
+    p.add_argument("--adapter", help="PEFT adapter directory on top of --model (e.g. a LoRA checkpoint)")
+    p.add_argument("--method", help="inference-time mitigation id (see mitigation/registry.py)")
+    p.add_argument("--suite", choices=["mini", "full"], default="mini", help="mini: offline generated (default)")
+    p.add_argument("--data-root", help="MultiTrust data folder (the one holding truthfulness/, safety/, ...)")
+    p.add_argument("--tasks", help="comma-separated task ids and/or aspects, e.g. T1,S4 or safety (default: all)")
+    p.add_argument("--no-tracks", action="store_true", help="skip the utility and over-refusal tracks")
+    p.add_argument("--utility-file", help="samples file for the utility track (target = accepted answers)")
+    p.add_argument("--over-refusal-file", help="samples file of benign requests for the over-refusal track")
+    p.add_argument("--output", help="folder for results.json, results.md, scores.csv, aspects.png")
+    p.add_argument("--cache-dir", default=".cache/trust-suite", help="response/judge cache and mini suite")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, help="one generation length for all tasks (default: per task)")
+    p.add_argument("--limit", type=int, help="at most this many samples per dataset (quick looks)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge", help="LLM judge: openai:<model>@<base_url> (key from OPENAI_API_KEY) or hf:<path>")
+    p.add_argument("--harmbench-judge", help="jailbreak-success judge, same forms (e.g. hf:<HarmBench-cls path>)")
+    p.add_argument("--refusal-classifier", help="local HF refusal classifier (MultiTrust: longformer-action-ro)")
+    p.add_argument("--toxicity-classifier", help="local HF toxicity classifier (stands in for Perspective/moderation)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the checkpoint")
+    return p
+
+
+def build_scorers(args) -> Scorers:
+    from eval_bridge.scorers.classifier import ClassifierScorer
+    from eval_bridge.scorers.judges import judge_from_spec
+
+    return Scorers(
+        judge=judge_from_spec(args.judge) if args.judge else None,
+        harmbench=judge_from_spec(args.harmbench_judge) if args.harmbench_judge else None,
+        refusal_classifier=ClassifierScorer(args.refusal_classifier) if args.refusal_classifier else None,
+        toxicity_classifier=ClassifierScorer(args.toxicity_classifier) if args.toxicity_classifier else None,
+    )
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.list_tasks:
+        print(list_tasks())
+        return
+    if not args.model or not args.output:
+        raise SystemExit("error: --model and --output are required (or use --list-tasks)")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    config = SuiteConfig(
+        suite=args.suite,
+        data_root=args.data_root,
+        tasks=args.tasks,
+        tracks=() if args.no_tracks else ("utility", "over_refusal"),
+        cache_dir=args.cache_dir,
+        generation=GenerationSettings(batch_size=args.batch_size, seed=args.seed),
+        max_new_tokens=args.max_new_tokens,
+        limit=args.limit,
+        utility_file=args.utility_file,
+        over_refusal_file=args.over_refusal_file,
+    )
+    try:
+        method = None
+        if args.method:
+            from mitigation.registry import build_inference_method
+
+            method = build_inference_method(args.method)
+        scorers = build_scorers(args)
+        vlm = VLM.load(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
+        results = run_suite(vlm, config, method=method, scorers=scorers, output_dir=args.output)
+    except (SampleError, OSError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if results is not None:
+        print(to_markdown(results))
+        print(f"results written to {args.output}/results.json")
+
+
+if __name__ == "__main__":
+    main()
