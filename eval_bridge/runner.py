@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from eval_bridge.cache import ResponseCache, sample_hash, stable_hash
 from eval_bridge.data.sources import DataSource, data_hash, make_source
+from eval_bridge.distributed import barrier, init_distributed
 from eval_bridge.models.adapter import VLM, Generation, GenerationSettings
 from eval_bridge.provenance import provenance
 from eval_bridge.samples import Sample
@@ -91,16 +92,6 @@ class _Unit:
     responses: list[str | None] = field(default_factory=list)
 
 
-def _dist_state():
-    try:
-        from accelerate import PartialState
-
-        state = PartialState()
-        return state.process_index, state.num_processes, state.wait_for_everyone
-    except Exception:  # accelerate missing or no distributed setup: one process
-        return 0, 1, lambda: None
-
-
 def _settings_for(config: SuiteConfig, max_new_tokens: int) -> GenerationSettings:
     return replace(config.generation, max_new_tokens=config.max_new_tokens or max_new_tokens)
 
@@ -127,7 +118,8 @@ def _collect_units(tasks: list[TaskSpec], config: SuiteConfig, source: DataSourc
 
 def _generate(vlm: VLM, units: list[_Unit], config: SuiteConfig, method: InferenceMethod | None) -> dict:
     """Fill every unit's responses from the cache, generating what is missing (this rank's share)."""
-    rank, world, barrier = _dist_state()
+    rank, world = init_distributed()
+    barrier()  # every process must see the same cache before the uncached samples are split between them
     method_key = "none" if method is None else f"{method.id}-{stable_hash(method.cache_key())}"
     caches: dict[str, ResponseCache] = {}
 
@@ -145,7 +137,8 @@ def _generate(vlm: VLM, units: list[_Unit], config: SuiteConfig, method: Inferen
                 todo.setdefault(unit.task, []).append((unit, i))
     n_missing = sum(len(v) for v in todo.values())
     n_total = sum(len(u.samples) for u in units)
-    log.info("%d of %d responses in the cache; generating %d", n_total - n_missing, n_total, n_missing)
+    if rank == 0:
+        log.info("%d of %d responses in the cache; generating %d", n_total - n_missing, n_total, n_missing)
 
     generated = 0
     chunk = max(1, config.generation.batch_size * 4)
@@ -197,7 +190,7 @@ def run_suite(
     source = source or config.source()
     units = _collect_units(tasks, config, source)
     counts = _generate(vlm, units, config, method)
-    rank, _, _ = _dist_state()
+    rank, _ = init_distributed()
     if rank != 0:
         return None
     log.info("responses: %d from the cache, %d generated", counts["from_cache"], counts["total"] - counts["from_cache"])

@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 
+from eval_bridge.distributed import init_distributed
 from eval_bridge.models.adapter import VLM, GenerationSettings
 from eval_bridge.report import to_markdown
 from eval_bridge.runner import SuiteConfig, run_suite
@@ -47,8 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--harmbench-judge", help="jailbreak-success judge, same forms (e.g. hf:<HarmBench-cls path>)")
     p.add_argument("--refusal-classifier", help="local HF refusal classifier (MultiTrust: longformer-action-ro)")
     p.add_argument("--toxicity-classifier", help="local HF toxicity classifier (stands in for Perspective/moderation)")
+    p.add_argument("--toxicity-labels", nargs="+", default=["toxic"], help="labels that mean toxic (default: toxic)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the checkpoint")
     return p
+
+
+def _harmbench_judge(spec: str):
+    """The HarmBench classifier reads its own [INST] prompt: a local model gets it raw and answers in one token."""
+    from eval_bridge.scorers.judges import judge_from_spec
+
+    options = {"raw_prompts": True, "max_new_tokens": 1} if spec.startswith("hf:") else {"max_tokens": 1}
+    return judge_from_spec(spec, **options)
 
 
 def build_scorers(args) -> Scorers:
@@ -57,9 +67,13 @@ def build_scorers(args) -> Scorers:
 
     return Scorers(
         judge=judge_from_spec(args.judge) if args.judge else None,
-        harmbench=judge_from_spec(args.harmbench_judge) if args.harmbench_judge else None,
-        refusal_classifier=ClassifierScorer(args.refusal_classifier) if args.refusal_classifier else None,
-        toxicity_classifier=ClassifierScorer(args.toxicity_classifier) if args.toxicity_classifier else None,
+        harmbench=_harmbench_judge(args.harmbench_judge) if args.harmbench_judge else None,
+        refusal_classifier=(
+            ClassifierScorer(args.refusal_classifier, ("LABEL_0", "LABEL_4")) if args.refusal_classifier else None
+        ),
+        toxicity_classifier=(
+            ClassifierScorer(args.toxicity_classifier, args.toxicity_labels) if args.toxicity_classifier else None
+        ),
     )
 
 
@@ -90,6 +104,7 @@ def main(argv=None) -> None:
 
             method = build_inference_method(args.method)
         scorers = build_scorers(args)
+        init_distributed()  # before loading, so each process takes its own GPU
         vlm = VLM.load(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
         results = run_suite(vlm, config, method=method, scorers=scorers, output_dir=args.output)
     except (SampleError, OSError, ValueError) as err:

@@ -35,6 +35,18 @@ def tiny_model_dirs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory):
+    """Directory of a saved tiny random text-only causal LM (Llama), e.g. for judges."""
+    from eval_bridge.models.tiny import build_tiny_lm
+
+    path = tmp_path_factory.mktemp("tiny-lm")
+    model, tokenizer = build_tiny_lm()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def image_dir(tmp_path_factory):
     """A folder with a few small RGB PNGs of different sizes (solid colours with a stripe)."""
     root = tmp_path_factory.mktemp("images")

@@ -82,24 +82,40 @@ def _default_dtype(device: torch.device) -> torch.dtype:
 
 
 def _model_class(model_type: str):
+    """The class that loads `model_type`: a known VLM family, any image-text-to-text model, or a text-only LM."""
     import transformers
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
 
     name = FAMILY_CLASSES.get(model_type)
     cls = getattr(transformers, name, None) if name else None
-    return cls or transformers.AutoModelForImageTextToText
+    if cls is not None:
+        return cls
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return transformers.AutoModelForCausalLM  # text-only LMs: judges, the language side of a VLM
+    return transformers.AutoModelForImageTextToText
 
 
 class VLM:
     """A vision-language model with its processor, ready for batched chat generation.
 
-    Build with `VLM.load(...)` from a path or hub id, or wrap an in-memory `(model, processor)` pair.
+    Build with `VLM.load(...)` from a path or hub id, or wrap an in-memory `(model, processor)` pair. A text-only
+    causal LM (its "processor" is a tokenizer) works too, for text-only samples. With `raw_prompts=True` the
+    prompt is sent as it is, without the chat template (for classifiers with their own prompt format, such as
+    the HarmBench classifier).
     """
 
-    def __init__(self, model, processor, *, name: str = "in-memory", adapter: str | None = None):
+    def __init__(
+        self, model, processor, *, name: str = "in-memory", adapter: str | None = None, raw_prompts: bool = False
+    ):
         self.model = model
         self.processor = processor
         self.name = name
         self.adapter = adapter
+        self.raw_prompts = raw_prompts
+        self.text_only = not hasattr(processor, "image_processor")
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -117,6 +133,7 @@ class VLM:
         dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
         revision: str | None = None,
+        raw_prompts: bool = False,
     ) -> VLM:
         """Load a base model (local path or hub id) and, optionally, a PEFT adapter on top of it.
 
@@ -128,6 +145,7 @@ class VLM:
             dtype: weights dtype; default float32 on CPU, bfloat16 (or float16) on CUDA.
             device: default CUDA if available, else CPU.
             revision: hub revision (branch, tag or commit) for hub ids.
+            raw_prompts: send prompts without the chat template (see the class docstring).
         """
         from transformers import AutoConfig, AutoProcessor
 
@@ -146,9 +164,9 @@ class VLM:
             net = model_cls.from_pretrained(model, config=config, dtype=torch_dtype, **common)
         except ValueError as err:
             raise ValueError(
-                f"{model!r} (model_type {config.model_type!r}) is not an image-text-to-text model "
-                f"that transformers knows: {err}. Supported families: "
-                f"{', '.join(FAMILY_CLASSES)}, or any AutoModelForImageTextToText model."
+                f"{model!r} (model_type {config.model_type!r}) is neither an image-text-to-text model nor a "
+                f"causal LM that transformers knows: {err}. Supported families: "
+                f"{', '.join(FAMILY_CLASSES)}, any AutoModelForImageTextToText or AutoModelForCausalLM model."
             ) from err
         processor_source = model
         if adapter is not None:
@@ -164,7 +182,7 @@ class VLM:
                 processor_source = adapter
         processor = AutoProcessor.from_pretrained(processor_source, **common)
         net.to(dev).eval()
-        return cls(net, processor, name=str(model), adapter=str(adapter) if adapter else None)
+        return cls(net, processor, name=str(model), adapter=str(adapter) if adapter else None, raw_prompts=raw_prompts)
 
     @property
     def device(self) -> torch.device:
@@ -184,7 +202,19 @@ class VLM:
 
     def prompt_text(self, sample: Sample) -> str:
         """The sample rendered by the model's chat template, ending with the assistant's turn opener."""
-        return self.processor.apply_chat_template(sample.messages(), add_generation_prompt=True, tokenize=False)
+        if self.raw_prompts:
+            return sample.prompt
+        messages = sample.messages()
+        if self.text_only:
+            if sample.images:
+                raise SampleError(
+                    f"{self.name} is a text-only model but the sample has images; use a VLM",
+                    source=sample.source or f"sample {sample.id}",
+                    field="images",
+                )
+            # Text-only chat templates expect plain string contents.
+            messages = [{"role": m["role"], "content": m["content"][-1]["text"]} for m in messages]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def prepare(self, samples: Sequence[Sample]):
         """Tokenise a batch of samples with left padding; images are loaded and processed per sample.
@@ -201,6 +231,10 @@ class VLM:
                 raise SampleError(
                     f"cannot load image: {err}", source=s.source or f"sample {s.id}", field="images"
                 ) from err
+        if self.text_only:
+            # The chat template already holds the special tokens; raw prompts get the tokenizer's (e.g. BOS).
+            inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=self.raw_prompts)
+            return inputs.to(self.device)
         kwargs = dict(text=texts, padding=True, return_tensors="pt")
         if any(images):
             kwargs["images"] = images

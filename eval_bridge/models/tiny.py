@@ -404,6 +404,24 @@ def save_tiny_vlm(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
+def build_tiny_lm(seed: int = 0):
+    """A tiny random text-only causal LM (Llama) with the same tokenizer and chat template, e.g. for judge tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer(seed)
+    tokenizer.chat_template = chat_template("llava")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = LlamaConfig(**{k: v for k, v in _llama_text(len(tokenizer)).items() if k != "model_type"})
+        model = LlamaForCausalLM(config)
+    tokenizer.padding_side = "left"
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
 def save_all_tiny_vlms(out_dir: str | Path, families=FAMILIES, seed: int = 0) -> dict[str, Path]:
     """Save one tiny VLM per family under `out_dir/<family>`; returns family -> directory."""
     return {f: save_tiny_vlm(f, Path(out_dir) / f, seed) for f in families}

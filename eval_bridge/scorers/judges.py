@@ -204,23 +204,33 @@ class HFJudge:
     """A local Hugging Face chat model as judge, through the toolkit's VLM adapter (batched greedy).
 
     The model is loaded when the judge is built, so a bad path fails at once rather than mid-evaluation. Each
-    prompt is one text-only user turn, rendered by the model's chat template.
+    prompt is one text-only user turn, rendered by the model's chat template; a VLM or a text-only causal LM.
 
     Args:
         model: a local directory or a hub id in the local cache.
         max_new_tokens: reply length limit.
         batch_size: prompts per generation batch.
         trust_remote_code: run model code shipped with the checkpoint. Off unless you opt in.
+        raw_prompts: send prompts without the chat template, for classifiers that bring their own format (the
+            HarmBench classifier's `[INST] ... [/INST]` prompt).
     """
 
-    def __init__(self, model: str, *, max_new_tokens: int = 64, batch_size: int = 8, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_new_tokens: int = 64,
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+        raw_prompts: bool = False,
+    ):
         from eval_bridge.models.adapter import VLM
 
-        self.id = f"hf:{model}"
+        self.id = f"hf:{model}" + (":raw" if raw_prompts else "")
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         try:
-            self.vlm = VLM.load(model, trust_remote_code=trust_remote_code)
+            self.vlm = VLM.load(model, trust_remote_code=trust_remote_code, raw_prompts=raw_prompts)
         except OSError as err:
             raise OSError(f"cannot load judge model {model!r}: {err}") from err
         except ValueError as err:

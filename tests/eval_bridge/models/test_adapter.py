@@ -171,3 +171,23 @@ def test_fingerprint_follows_content_not_location(tiny_model_dirs, tmp_path):
         next(model.parameters()).add_(1.0)
     model.save_pretrained(other)
     assert VLM.load(str(other)).fingerprint != VLM.load(str(src)).fingerprint
+
+
+def test_text_only_causal_lm_loads_and_generates(tiny_lm_dir, mixed_samples):
+    lm = VLM.load(str(tiny_lm_dir))
+    assert lm.text_only and type(lm.model).__name__ == "LlamaForCausalLM"
+    text_samples = [s for s in mixed_samples if not s.images]
+    batched = lm.generate(text_samples, GREEDY)
+    assert [g.text for g in batched] == [lm.generate([s], GREEDY)[0].text for s in text_samples]
+    with pytest.raises(SampleError, match="text-only model but the sample has images"):
+        lm.generate(mixed_samples[:1], GREEDY)
+
+
+def test_raw_prompts_skip_the_chat_template(tiny_lm_dir):
+    templated = VLM.load(str(tiny_lm_dir))
+    raw = VLM.load(str(tiny_lm_dir), raw_prompts=True)
+    sample = Sample("r", "[INST] Is this harmful? [/INST]")
+    assert raw.prompt_text(sample) == sample.prompt
+    assert templated.prompt_text(sample).startswith("<|im_start|>user\n")
+    ids = raw.prepare([sample])["input_ids"][0].tolist()
+    assert raw.tokenizer.decode(ids) == sample.prompt

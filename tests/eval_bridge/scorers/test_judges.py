@@ -370,3 +370,10 @@ def test_task_with_several_prompts_needs_the_variant():
     with pytest.raises(KeyError, match="known keys"):
         get_judge_prompt("Z9")
     assert get_judge_prompt("T3-logic").max_tokens == 100
+
+
+def test_hf_judge_on_a_text_only_lm_with_raw_prompts(tiny_lm_dir):
+    judge = HFJudge(str(tiny_lm_dir), max_new_tokens=3, raw_prompts=True)
+    results = judge.ask(["[INST] first [/INST]", "[INST] second [/INST]"])
+    assert judge.id.endswith(":raw") and len(results) == 2 and all(r.ok for r in results)
+    assert results == judge.ask(["[INST] first [/INST]", "[INST] second [/INST]"])

@@ -1,0 +1,33 @@
+"""Process-group handling for runs launched with several processes (`torchrun`, `accelerate launch`).
+
+On CPU the group uses gloo, on GPUs nccl with each process on its own device (LOCAL_RANK). A single process
+needs no group at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the launcher's process group if there is one; returns (rank, world size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        # Ranks wait for each other while the slowest finishes its share of generation: allow hours, not minutes.
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=dt.timedelta(hours=6))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def barrier() -> None:
+    """Wait for every process (no-op for one process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
