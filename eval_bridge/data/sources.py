@@ -28,6 +28,10 @@ class DataSource:
         """The samples of a track: the user's file if given, else the mini suite's."""
         path = self.track_files.get(track)
         if path:
+            if track == "utility":
+                from eval_bridge.data.vqa import load_vqa
+
+                return load_vqa(path)
             return load_samples(path)
         from eval_bridge.data.mini import load_mini_track
 
