@@ -33,6 +33,34 @@ class Scorers:
     refusal_classifier: object | None = None
     toxicity_classifier: object | None = None
 
+    @classmethod
+    def from_specs(
+        cls,
+        judge: str | None = None,
+        harmbench: str | None = None,
+        refusal_classifier: str | None = None,
+        toxicity_classifier: str | None = None,
+        toxicity_labels: Sequence[str] = ("toxic",),
+    ) -> Scorers:
+        """Build the scorers from command-line specs (see `scripts/evaluate.py --help`); None = not configured.
+
+        The HarmBench classifier reads its own `[INST]` prompt, so a local one gets it raw and answers in one token.
+        """
+        from eval_bridge.scorers.classifier import ClassifierScorer
+        from eval_bridge.scorers.judges import judge_from_spec
+
+        hb_options = {"raw_prompts": True, "max_new_tokens": 1} if (harmbench or "").startswith("hf:") else {}
+        return cls(
+            judge=judge_from_spec(judge) if judge else None,
+            harmbench=judge_from_spec(harmbench, **(hb_options or {"max_tokens": 1})) if harmbench else None,
+            refusal_classifier=ClassifierScorer(refusal_classifier, ("LABEL_0", "LABEL_4"))
+            if refusal_classifier
+            else None,
+            toxicity_classifier=ClassifierScorer(toxicity_classifier, tuple(toxicity_labels))
+            if toxicity_classifier
+            else None,
+        )
+
     def for_judge_role(self, role: str):
         return {"default": self.judge, "harmbench": self.harmbench}[role]
 

@@ -53,30 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _harmbench_judge(spec: str):
-    """The HarmBench classifier reads its own [INST] prompt: a local model gets it raw and answers in one token."""
-    from eval_bridge.scorers.judges import judge_from_spec
-
-    options = {"raw_prompts": True, "max_new_tokens": 1} if spec.startswith("hf:") else {"max_tokens": 1}
-    return judge_from_spec(spec, **options)
-
-
-def build_scorers(args) -> Scorers:
-    from eval_bridge.scorers.classifier import ClassifierScorer
-    from eval_bridge.scorers.judges import judge_from_spec
-
-    return Scorers(
-        judge=judge_from_spec(args.judge) if args.judge else None,
-        harmbench=_harmbench_judge(args.harmbench_judge) if args.harmbench_judge else None,
-        refusal_classifier=(
-            ClassifierScorer(args.refusal_classifier, ("LABEL_0", "LABEL_4")) if args.refusal_classifier else None
-        ),
-        toxicity_classifier=(
-            ClassifierScorer(args.toxicity_classifier, args.toxicity_labels) if args.toxicity_classifier else None
-        ),
-    )
-
-
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if args.list_tasks:
@@ -103,7 +79,9 @@ def main(argv=None) -> None:
             from mitigation.registry import build_inference_method
 
             method = build_inference_method(args.method)
-        scorers = build_scorers(args)
+        scorers = Scorers.from_specs(
+            args.judge, args.harmbench_judge, args.refusal_classifier, args.toxicity_classifier, args.toxicity_labels
+        )
         init_distributed()  # before loading, so each process takes its own GPU
         vlm = VLM.load(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
         results = run_suite(vlm, config, method=method, scorers=scorers, output_dir=args.output)

@@ -1,0 +1,200 @@
+"""The eval bridge's queue: checkpoints wait as manifest files until a worker runs the trust suite on them.
+
+Layout under a training run's output directory:
+
+    trust_eval/
+      queue/<step>.json     manifests waiting (step 0 = the starting model)
+      done/<step>.json      one per evaluated checkpoint: headline scores and where the results are, or the error
+      results/step-<n>/     results of checkpoints that have no directory of their own (step 0)
+      STOP                  written at the end of training: the worker exits once the queue is empty
+      worker.log            the worker's output
+
+The queue lives on disk, so a crashed or killed run loses nothing: `python scripts/report.py RUN_DIR --resume`
+evaluates whatever is still queued. A worker is a separate process (`python -m eval_bridge.bridge RUN_DIR`), so
+evaluation never runs inside the training process (in-process evaluation under DeepSpeed ZeRO-3 can hang).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SuiteSpec:
+    """What the bridge runs on every checkpoint (plain data, so it can travel in a manifest)."""
+
+    suite: str = "mini"
+    data_root: str | None = None
+    tasks: str | None = None
+    limit: int | None = None
+    max_new_tokens: int | None = None
+    batch_size: int = 16
+    cache_dir: str = ".cache/trust-suite"
+    utility_file: str | None = None
+    over_refusal_file: str | None = None
+    judge: str | None = None
+    harmbench_judge: str | None = None
+    refusal_classifier: str | None = None
+    toxicity_classifier: str | None = None
+    device: str | None = None  # where the worker loads checkpoints (default: CUDA if available, else CPU)
+
+
+@dataclass
+class Manifest:
+    """One checkpoint to evaluate.
+
+    Attributes:
+        step: the global step (0 = the model before training).
+        model: the model to load: the checkpoint directory, or the base model for adapter checkpoints and step 0.
+        adapter: the adapter directory for LoRA checkpoints, else None.
+        output_dir: where its results go.
+    """
+
+    step: int
+    model: str
+    adapter: str | None
+    output_dir: str
+    suite: SuiteSpec = field(default_factory=SuiteSpec)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        data["suite"] = SuiteSpec(**data.get("suite", {}))
+        return cls(**data)
+
+
+def bridge_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "trust_eval"
+
+
+def enqueue(run_dir: str | os.PathLike, manifest: Manifest) -> Path:
+    """Add a manifest to the run's queue (atomically: a worker never reads half a file)."""
+    queue = bridge_dir(run_dir) / "queue"
+    queue.mkdir(parents=True, exist_ok=True)
+    path = queue / f"{manifest.step:09d}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(manifest.to_json())
+    tmp.replace(path)
+    return path
+
+
+def pending(run_dir: str | os.PathLike) -> list[Path]:
+    """Queued manifests not yet evaluated, in step order."""
+    root = bridge_dir(run_dir)
+    done = {p.stem for p in (root / "done").glob("*.json")}
+    return [p for p in sorted((root / "queue").glob("*.json")) if p.stem not in done]
+
+
+def completed(run_dir: str | os.PathLike) -> list[dict]:
+    """The done records of a run, in step order."""
+    return [json.loads(p.read_text()) for p in sorted((bridge_dir(run_dir) / "done").glob("*.json"))]
+
+
+def evaluate_manifest(manifest: Manifest) -> dict:
+    """Run the suite on one checkpoint; returns the results (also written to `manifest.output_dir`)."""
+    from eval_bridge.models.adapter import VLM, GenerationSettings
+    from eval_bridge.runner import SuiteConfig, run_suite
+    from eval_bridge.scoring import Scorers
+
+    spec = manifest.suite
+    vlm = VLM.load(manifest.model, manifest.adapter, device=spec.device)
+    config = SuiteConfig(
+        suite=spec.suite,
+        data_root=spec.data_root,
+        tasks=spec.tasks,
+        cache_dir=spec.cache_dir,
+        generation=GenerationSettings(batch_size=spec.batch_size),
+        max_new_tokens=spec.max_new_tokens,
+        limit=spec.limit,
+        utility_file=spec.utility_file,
+        over_refusal_file=spec.over_refusal_file,
+    )
+    scorers = Scorers.from_specs(spec.judge, spec.harmbench_judge, spec.refusal_classifier, spec.toxicity_classifier)
+    return run_suite(vlm, config, scorers=scorers, output_dir=manifest.output_dir)
+
+
+def process(run_dir: str | os.PathLike, path: Path) -> dict:
+    """Evaluate one queued manifest and record the outcome in done/; a failure is recorded, not raised."""
+    from eval_bridge.report import headline
+
+    manifest = Manifest.from_json(path.read_text())
+    record: dict = {"step": manifest.step, "model": manifest.model, "adapter": manifest.adapter}
+    started = time.perf_counter()
+    try:
+        results = evaluate_manifest(manifest)
+        record.update(
+            results_path=str(Path(manifest.output_dir) / "results.json"),
+            headline=headline(results),
+            tasks={t: r["score"] for t, r in results["tasks"].items()},
+            error=None,
+        )
+    except Exception as err:
+        log.error("step %d: evaluation failed: %s", manifest.step, err)
+        record.update(error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=5))
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    done = bridge_dir(run_dir) / "done"
+    done.mkdir(parents=True, exist_ok=True)
+    (done / path.name).write_text(json.dumps(record, indent=1))
+    return record
+
+
+def drain(run_dir: str | os.PathLike) -> list[dict]:
+    """Evaluate everything queued, in step order (used by `report.py --resume` and by sync mode)."""
+    return [process(run_dir, p) for p in pending(run_dir)]
+
+
+def work(run_dir: str | os.PathLike, poll_s: float = 1.0, parent_pid: int | None = None) -> None:
+    """The worker loop: evaluate queued manifests until STOP is written and the queue is empty.
+
+    Exits early if the training process (`parent_pid`) died; what is left stays queued for `--resume`.
+    """
+    root = bridge_dir(run_dir)
+    while True:
+        queue = pending(run_dir)
+        if queue:
+            process(run_dir, queue[0])
+            continue
+        if (root / "STOP").exists():
+            return
+        if parent_pid is not None and not _alive(parent_pid):
+            log.error("the training process %d is gone; leaving the queue for report.py --resume", parent_pid)
+            return
+        time.sleep(poll_s)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv=None) -> None:
+    """`python -m eval_bridge.bridge RUN_DIR [--parent-pid PID]`: the worker process."""
+    p = argparse.ArgumentParser(description="Eval-bridge worker: evaluate a run's queued checkpoints.")
+    p.add_argument("run_dir")
+    p.add_argument("--parent-pid", type=int)
+    p.add_argument("--poll", type=float, default=1.0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    work(args.run_dir, args.poll, args.parent_pid)
+
+
+if __name__ == "__main__":
+    main()
