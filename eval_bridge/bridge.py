@@ -4,6 +4,7 @@ Layout under a training run's output directory:
 
     trust_eval/
       queue/<step>.json     manifests waiting (step 0 = the starting model)
+      claims/<step>         a worker is evaluating it (so two workers never take the same checkpoint)
       done/<step>.json      one per evaluated checkpoint: headline scores and where the results are, or the error
       results/step-<n>/     results of checkpoints that have no directory of their own (step 0)
       STOP                  written at the end of training: the worker exits once the queue is empty
@@ -42,6 +43,9 @@ class SuiteSpec:
     cache_dir: str = ".cache/trust-suite"
     utility_file: str | None = None
     over_refusal_file: str | None = None
+    harmful_file: str | None = None
+    tracks: tuple[str, ...] = ("utility", "over_refusal")
+    response_format: str | None = None  # "reasoning": score the answer section only (RESA)
     judge: str | None = None
     harmbench_judge: str | None = None
     refusal_classifier: str | None = None
@@ -65,6 +69,7 @@ class Manifest:
     adapter: str | None
     output_dir: str
     suite: SuiteSpec = field(default_factory=SuiteSpec)
+    stage: str = ""  # e.g. "base", "sft", "dpo": which part of a multi-stage recipe produced it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -72,7 +77,9 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
-        data["suite"] = SuiteSpec(**data.get("suite", {}))
+        suite = data.get("suite", {})
+        suite["tracks"] = tuple(suite.get("tracks", SuiteSpec.tracks))
+        data["suite"] = SuiteSpec(**suite)
         return cls(**data)
 
 
@@ -91,11 +98,23 @@ def enqueue(run_dir: str | os.PathLike, manifest: Manifest) -> Path:
     return path
 
 
-def pending(run_dir: str | os.PathLike) -> list[Path]:
-    """Queued manifests not yet evaluated, in step order."""
+def pending(run_dir: str | os.PathLike, *, include_claimed: bool = True) -> list[Path]:
+    """Queued manifests not yet evaluated, in step order (optionally without those a worker has claimed)."""
     root = bridge_dir(run_dir)
     done = {p.stem for p in (root / "done").glob("*.json")}
-    return [p for p in sorted((root / "queue").glob("*.json")) if p.stem not in done]
+    claimed = set() if include_claimed else {p.stem for p in (root / "claims").glob("*")}
+    return [p for p in sorted((root / "queue").glob("*.json")) if p.stem not in done | claimed]
+
+
+def _claim(run_dir: str | os.PathLike, path: Path) -> bool:
+    """Atomically claim a manifest, so that two workers never evaluate the same checkpoint."""
+    claims = bridge_dir(run_dir) / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(claims / path.stem, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def completed(run_dir: str | os.PathLike) -> list[dict]:
@@ -121,9 +140,13 @@ def evaluate_manifest(manifest: Manifest) -> dict:
         limit=spec.limit,
         utility_file=spec.utility_file,
         over_refusal_file=spec.over_refusal_file,
+        harmful_file=spec.harmful_file,
+        tracks=tuple(spec.tracks),
+        response_format=spec.response_format,
     )
     scorers = Scorers.from_specs(spec.judge, spec.harmbench_judge, spec.refusal_classifier, spec.toxicity_classifier)
-    return run_suite(vlm, config, scorers=scorers, output_dir=manifest.output_dir)
+    # One process evaluates a checkpoint, even when it sits inside a distributed training run (sync mode).
+    return run_suite(vlm, config, scorers=scorers, output_dir=manifest.output_dir, distributed=False)
 
 
 def process(run_dir: str | os.PathLike, path: Path) -> dict:
@@ -131,7 +154,12 @@ def process(run_dir: str | os.PathLike, path: Path) -> dict:
     from eval_bridge.report import headline
 
     manifest = Manifest.from_json(path.read_text())
-    record: dict = {"step": manifest.step, "model": manifest.model, "adapter": manifest.adapter}
+    record: dict = {
+        "step": manifest.step,
+        "stage": manifest.stage,
+        "model": manifest.model,
+        "adapter": manifest.adapter,
+    }
     started = time.perf_counter()
     try:
         results = evaluate_manifest(manifest)
@@ -151,9 +179,14 @@ def process(run_dir: str | os.PathLike, path: Path) -> dict:
     return record
 
 
-def drain(run_dir: str | os.PathLike) -> list[dict]:
-    """Evaluate everything queued, in step order (used by `report.py --resume` and by sync mode)."""
-    return [process(run_dir, p) for p in pending(run_dir)]
+def drain(run_dir: str | os.PathLike, *, ignore_claims: bool = False) -> list[dict]:
+    """Evaluate everything queued, in step order (sync mode; `report.py --resume` with `ignore_claims`, since a
+    killed worker leaves its claim behind)."""
+    records = []
+    for path in pending(run_dir, include_claimed=ignore_claims):
+        if ignore_claims or _claim(run_dir, path):
+            records.append(process(run_dir, path))
+    return records
 
 
 def work(run_dir: str | os.PathLike, poll_s: float = 1.0, parent_pid: int | None = None) -> None:
@@ -163,9 +196,10 @@ def work(run_dir: str | os.PathLike, poll_s: float = 1.0, parent_pid: int | None
     """
     root = bridge_dir(run_dir)
     while True:
-        queue = pending(run_dir)
+        queue = pending(run_dir, include_claimed=False)
         if queue:
-            process(run_dir, queue[0])
+            if _claim(run_dir, queue[0]):
+                process(run_dir, queue[0])
             continue
         if (root / "STOP").exists():
             return

@@ -62,6 +62,10 @@ class TrustEvalCallback(TrainerCallback):
         evaluate_start: also evaluate the starting model as step 0 (the baseline of the trade-off table).
         wait_at_end: at the end of training, wait for the worker to finish and write the trade-off report.
         report: options for the trade-off report (`tradeoff.write_report`): e.g. {"utility_tolerance": 5.0}.
+        run_dir: where the queue and the trade-off report live (default: the trainer's output_dir). Several
+            stages of one recipe share it, with `step_offset` keeping their steps apart.
+        step_offset: added to the trainer's global step (a later stage continues the earlier one's steps).
+        stage: label of this stage in the trade-off table ("sft", "dpo", ...); step 0 is labelled "base".
     """
 
     def __init__(
@@ -73,6 +77,9 @@ class TrustEvalCallback(TrainerCallback):
         evaluate_start: bool = True,
         wait_at_end: bool = True,
         report: dict | None = None,
+        run_dir: str | None = None,
+        step_offset: int = 0,
+        stage: str = "",
     ):
         if mode not in ("worker", "sync"):
             raise ValueError(f"mode must be 'worker' or 'sync', got {mode!r}")
@@ -82,7 +89,9 @@ class TrustEvalCallback(TrainerCallback):
         self.evaluate_start = evaluate_start
         self.wait_at_end = wait_at_end
         self.report_options = report or {}
-        self.run_dir: Path | None = None
+        self.run_dir: Path | None = Path(run_dir) if run_dir else None
+        self.step_offset = step_offset
+        self.stage = stage
         self.worker: subprocess.Popen | None = None
         self._logged: set[int] = set()
         self._last_poll = 0.0
@@ -91,7 +100,7 @@ class TrustEvalCallback(TrainerCallback):
     # --- training events --------------------------------------------------------------------------------------
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.run_dir = Path(args.output_dir)
+        self.run_dir = self.run_dir or Path(args.output_dir)
         zero3 = _zero3_config(args)
         if zero3 is not None:
             if not zero3.get("stage3_gather_16bit_weights_on_model_save", False):
@@ -120,8 +129,9 @@ class TrustEvalCallback(TrainerCallback):
         if self.evaluate_start and state.global_step == 0:
             if self.base_model is None:
                 raise ValueError("cannot evaluate the starting model: pass base_model= (a path or hub id)")
-            out = bridge_dir(self.run_dir) / "results" / "step-0"
-            self._submit(Manifest(0, self.base_model, None, str(out), self.suite))
+            step = self.step_offset
+            out = bridge_dir(self.run_dir) / "results" / f"step-{step}"
+            self._submit(Manifest(step, self.base_model, None, str(out), self.suite, stage="base"))
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -133,7 +143,8 @@ class TrustEvalCallback(TrainerCallback):
             model, adapter = self.base_model, str(checkpoint)
         else:
             model, adapter = str(checkpoint), None
-        self._submit(Manifest(state.global_step, model, adapter, str(checkpoint / "trust_eval"), self.suite))
+        step = state.global_step + self.step_offset
+        self._submit(Manifest(step, model, adapter, str(checkpoint / "trust_eval"), self.suite, stage=self.stage))
         self._log_new_results()
 
     def on_log(self, args, state, control, **kwargs):
@@ -143,15 +154,20 @@ class TrustEvalCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero or self.run_dir is None:
             return
-        (bridge_dir(self.run_dir) / "STOP").touch()
         if not self.wait_at_end:
             return
-        self.wait()
-        self._log_new_results()
+        self.finish()
         from eval_bridge.tradeoff import write_report
 
         table = write_report(self.run_dir, **self.report_options)
         print(table)
+
+    def submit(self, model_dir: str | Path, step: int, stage: str | None = None) -> None:
+        """Queue a model directory saved outside the trainer's checkpoints (e.g. a stage's merged final model)."""
+        if self.run_dir is None:
+            raise ValueError("submit() needs run_dir (pass it to TrustEvalCallback or train first)")
+        out = Path(model_dir) / "trust_eval"
+        self._submit(Manifest(step, str(model_dir), None, str(out), self.suite, stage=stage or self.stage))
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
@@ -163,6 +179,7 @@ class TrustEvalCallback(TrainerCallback):
             self._start_worker()
 
     def _start_worker(self) -> None:
+        bridge_dir(self.run_dir).mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
         if self.suite.device in (None, "cpu") and not _cuda_available():
             # On a CPU-only machine the worker shares the cores with training: one thread keeps it from
@@ -175,6 +192,14 @@ class TrustEvalCallback(TrainerCallback):
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
+
+    def finish(self) -> None:
+        """Tell the worker no more checkpoints are coming, wait for the queue, log what is new."""
+        if self.run_dir is None:
+            return
+        (bridge_dir(self.run_dir) / "STOP").touch()
+        self.wait()
+        self._log_new_results()
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Block until the queue is evaluated (the worker exits once STOP is written and the queue is empty)."""

@@ -6,6 +6,7 @@ needs no group at all.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 
@@ -25,6 +26,17 @@ def init_distributed() -> tuple[int, int]:
         # Ranks wait for each other while the slowest finishes its share of generation: allow hours, not minutes.
         dist.init_process_group("nccl" if cuda else "gloo", timeout=dt.timedelta(hours=6))
     return dist.get_rank(), dist.get_world_size()
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Run the body on rank 0 first (e.g. building a cache), then on the other ranks (which then reuse it)."""
+    rank, _ = init_distributed()
+    if rank != 0:
+        barrier()
+    yield
+    if rank == 0:
+        barrier()
 
 
 def barrier() -> None:

@@ -27,11 +27,18 @@ def _delta(x, base) -> str:
 
 
 def headline(results: dict) -> dict[str, float | None]:
-    """The numbers a row of a trade-off table needs: five aspects, overall, utility, over-refusal."""
+    """The numbers a row of a trade-off table needs: five aspects, overall, the tracks (harmful refusal also per
+    presentation), format-failure rate and mean response length."""
     row = {a: results["aspects"].get(a) for a in ASPECTS}
     row["overall"] = results.get("overall")
+    tracks = results.get("tracks", {})
     for track in TRACKS:
-        row[track] = results.get("tracks", {}).get(track, {}).get("score")
+        row[track] = tracks.get(track, {}).get("score")
+    for presentation, score in tracks.get("harmful_refusal", {}).get("by_presentation", {}).items():
+        row[f"harmful_refusal_{presentation}"] = score
+    stats = results.get("responses", {})
+    row["format_failures"] = stats.get("format_failure_rate")
+    row["mean_tokens"] = stats.get("mean_tokens")
     return row
 
 
@@ -53,6 +60,13 @@ def to_markdown(results: dict) -> str:
         if track in results.get("tracks", {}):
             t = results["tracks"][track]
             lines.append(f"| {track.replace('_', '-')} (n={t['n']}) | {_fmt(t['score'])} |")
+            for presentation, score in t.get("by_presentation", {}).items():
+                lines.append(f"| &nbsp;&nbsp;{presentation} | {_fmt(score)} |")
+    stats = results.get("responses", {})
+    if stats.get("mean_tokens") is not None:
+        lines.append(f"| mean response length (tokens) | {_fmt(stats['mean_tokens'], 1)} |")
+    if stats.get("format_failure_rate") is not None:
+        lines.append(f"| format failures (%) | {_fmt(stats['format_failure_rate'])} |")
     lines += ["", "| sub-aspect | aspect | score |", "|---|---|---|"]
     lines += [f"| {s} | {asp} | {_fmt(results['sub_aspects'].get(s))} |" for s, (asp, _) in SUB_ASPECTS.items()]
     lines += ["", "| task | name | score | samples | notes |", "|---|---|---|---|---|"]

@@ -24,10 +24,11 @@ from eval_bridge.data.sources import DataSource, data_hash, make_source
 from eval_bridge.distributed import barrier, init_distributed
 from eval_bridge.models.adapter import VLM, Generation, GenerationSettings
 from eval_bridge.provenance import provenance
+from eval_bridge.reasoning import DEFAULT_FORMAT
 from eval_bridge.samples import Sample
 from eval_bridge.scoring import Scorers, score_dataset
 from eval_bridge.tasks import TaskSpec, aggregate, select_tasks
-from eval_bridge.tracks import TRACKS, score_track
+from eval_bridge.tracks import DEFAULT_TRACKS, score_track
 
 log = logging.getLogger(__name__)
 TRACK_TASK = "track"
@@ -52,7 +53,10 @@ class SuiteConfig:
     Attributes:
         suite: "mini" (offline, generated) or "full" (real MultiTrust data under `data_root`).
         tasks: comma-separated task ids and/or aspects ("T1,S4", "safety"); all 32 if None.
-        tracks: which of "utility", "over_refusal" to run beside the tasks.
+        tracks: which of "utility", "over_refusal", "harmful_refusal" to run beside the tasks
+            ("harmful_refusal" needs `harmful_file`).
+        response_format: "reasoning" to score only the answer section of reasoning-then-answer responses
+            (RESA); the results then report the format-failure rate.
         generation: decoding settings; `max_new_tokens` there is overridden per task unless
             `max_new_tokens` below is set.
         max_new_tokens: one generation length for every task (default: each task's own).
@@ -62,13 +66,15 @@ class SuiteConfig:
     suite: str = "mini"
     data_root: str | None = None
     tasks: str | None = None
-    tracks: tuple[str, ...] = TRACKS
+    tracks: tuple[str, ...] = DEFAULT_TRACKS
     cache_dir: str = ".cache/trust-suite"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     max_new_tokens: int | None = None
     limit: int | None = None
     utility_file: str | None = None
     over_refusal_file: str | None = None
+    harmful_file: str | None = None
+    response_format: str | None = None
 
     def source(self) -> DataSource:
         return make_source(
@@ -77,6 +83,7 @@ class SuiteConfig:
             self.data_root,
             utility_file=self.utility_file,
             over_refusal_file=self.over_refusal_file,
+            harmful_file=self.harmful_file,
         )
 
 
@@ -116,10 +123,13 @@ def _collect_units(tasks: list[TaskSpec], config: SuiteConfig, source: DataSourc
     return units
 
 
-def _generate(vlm: VLM, units: list[_Unit], config: SuiteConfig, method: InferenceMethod | None) -> dict:
+def _generate(
+    vlm: VLM, units: list[_Unit], config: SuiteConfig, method: InferenceMethod | None, distributed: bool
+) -> dict:
     """Fill every unit's responses from the cache, generating what is missing (this rank's share)."""
-    rank, world = init_distributed()
-    barrier()  # every process must see the same cache before the uncached samples are split between them
+    rank, world = init_distributed() if distributed else (0, 1)
+    sync = barrier if distributed else (lambda: None)
+    sync()  # every process must see the same cache before the uncached samples are split between them
     method_key = "none" if method is None else f"{method.id}-{stable_hash(method.cache_key())}"
     caches: dict[str, ResponseCache] = {}
 
@@ -159,7 +169,7 @@ def _generate(vlm: VLM, units: list[_Unit], config: SuiteConfig, method: Inferen
                     )
                     generated += len(group)
                     bar.update(len(group))
-    barrier()
+    sync()
     for cache in caches.values():
         cache.reload()
     for unit in units:
@@ -179,23 +189,26 @@ def run_suite(
     scorers: Scorers | None = None,
     output_dir: str | Path | None = None,
     source: DataSource | None = None,
+    distributed: bool = True,
 ) -> dict[str, Any] | None:
     """Run the selected tasks and tracks on `vlm`; return the results (None on ranks other than 0).
 
     With `output_dir`, rank 0 also writes `results.json`, `results.md`, `scores.csv` and `aspects.png` there.
-    `source` overrides where samples come from (default: the config's suite).
+    `source` overrides where samples come from (default: the config's suite). With `distributed=False` the
+    call ignores any process group it runs in (the eval bridge evaluating inside one rank of a training run).
     """
     scorers = scorers or Scorers()
     tasks = select_tasks(config.tasks)
     source = source or config.source()
     units = _collect_units(tasks, config, source)
-    counts = _generate(vlm, units, config, method)
-    rank, _ = init_distributed()
+    counts = _generate(vlm, units, config, method, distributed)
+    rank, _ = init_distributed() if distributed else (0, 1)
     if rank != 0:
         return None
     log.info("responses: %d from the cache, %d generated", counts["from_cache"], counts["total"] - counts["from_cache"])
 
-    results: dict[str, Any] = {"tasks": {}, "tracks": {}, "samples": []}
+    stats = _response_stats(vlm, units, config.response_format)
+    results: dict[str, Any] = {"tasks": {}, "tracks": {}, "samples": [], "responses": stats}
     by_task: dict[str, list[_Unit]] = {}
     for unit in units:
         by_task.setdefault(unit.task, []).append(unit)
@@ -203,7 +216,7 @@ def run_suite(
         results["tasks"][task.id] = _score_task(task, by_task.get(task.id, []), scorers, config, results["samples"])
     for unit in by_task.get(TRACK_TASK, []):
         scored = score_track(unit.dataset, unit.samples, unit.responses)
-        results["tracks"][unit.dataset] = {"score": scored["score"], "n": scored["n"]}
+        results["tracks"][unit.dataset] = {k: v for k, v in scored.items() if k != "per_sample"}
         for s, r, hit in zip(unit.samples, unit.responses, scored["per_sample"], strict=True):
             results["samples"].append(
                 {"task": TRACK_TASK, "dataset": unit.dataset, "id": s.id, "response": r, "values": {unit.dataset: hit}}
@@ -224,6 +237,29 @@ def run_suite(
 
         write_results(results, output_dir)
     return results
+
+
+def _response_stats(vlm: VLM, units: list[_Unit], response_format: str | None) -> dict:
+    """Mean length in tokens; with a reasoning format, swap each response for its answer and count failures.
+
+    The raw responses stay in the cache; only what the scorers read changes.
+    """
+    lengths, failures, total = [], 0, 0
+    for unit in units:
+        lengths += [len(vlm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in unit.responses]
+        if response_format is None:
+            continue
+        if response_format != "reasoning":
+            raise ValueError(f"unknown response_format {response_format!r}; use 'reasoning' or None")
+        parsed = [DEFAULT_FORMAT.parse(r) for r in unit.responses]
+        failures += sum(not p.well_formed for p in parsed)
+        total += len(parsed)
+        unit.responses = [p.answer for p in parsed]
+    return {
+        "mean_tokens": sum(lengths) / len(lengths) if lengths else None,
+        "format": response_format,
+        "format_failure_rate": 100.0 * failures / total if total else None,
+    }
 
 
 def _score_task(task: TaskSpec, units: list[_Unit], scorers: Scorers, config: SuiteConfig, sink: list) -> dict:

@@ -17,11 +17,19 @@ from pathlib import Path
 from eval_bridge.bridge import bridge_dir, completed
 from eval_bridge.tasks.spec import ASPECTS
 
-COLUMNS = (*ASPECTS, "overall", "utility", "over_refusal")
+COLUMNS = (*ASPECTS, "overall", "utility", "over_refusal", "harmful_refusal")
+TRAILING = ("format_failures", "mean_tokens")
 
 
 def _delta(x, base):
     return None if x is None or base is None else x - base
+
+
+def columns(records: Sequence[Mapping]) -> list[str]:
+    """The score columns present in a run: the fixed ones, per-presentation refusal, format stats."""
+    keys = {k for r in records if not r.get("error") for k, v in r["headline"].items() if v is not None}
+    extra = sorted(k for k in keys if k.startswith("harmful_refusal_"))
+    return [k for k in (*COLUMNS, *extra, *TRAILING) if k in keys or k == "utility"]
 
 
 def rows(run_dir: str | Path) -> list[dict]:
@@ -30,8 +38,13 @@ def rows(run_dir: str | Path) -> list[dict]:
     base = next((r["headline"] for r in records if r["step"] == 0 and not r.get("error")), None)
     out = []
     for r in records:
-        row = {"step": r["step"], "checkpoint": r.get("adapter") or r["model"], "error": r.get("error")}
-        for key in COLUMNS:
+        row = {
+            "step": r["step"],
+            "stage": r.get("stage", ""),
+            "checkpoint": r.get("adapter") or r["model"],
+            "error": r.get("error"),
+        }
+        for key in columns(records):
             value = None if r.get("error") else r["headline"].get(key)
             row[key] = value
             row[f"d_{key}"] = _delta(value, base.get(key) if base else None)
@@ -88,15 +101,26 @@ def _fmt(value, delta=None) -> str:
     return f"{value:.2f}" if delta is None else f"{value:.2f} ({delta:+.2f})"
 
 
+def _columns_of(table: Sequence[Mapping]) -> list[str]:
+    return [
+        k
+        for k in (table[0] if table else {})
+        if k not in ("step", "stage", "checkpoint", "error") and not k.startswith("d_")
+    ]
+
+
 def to_markdown(table: Sequence[Mapping], best: Mapping | None) -> str:
-    head = "| step | " + " | ".join(c.replace("_", "-") for c in COLUMNS) + " |"
-    lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
+    cols = _columns_of(table)
+    head = "| step | stage | " + " | ".join(c.replace("_", "-") for c in cols) + " |"
+    lines = [head, "|---" * (len(cols) + 2) + "|"]
     for row in table:
         if row.get("error"):
-            lines.append(f"| {row['step']} | evaluation failed: {row['error']} |" + " |" * (len(COLUMNS) - 1))
+            lines.append(
+                f"| {row['step']} | {row['stage']} | evaluation failed: {row['error']} |" + " |" * (len(cols) - 1)
+            )
             continue
-        cells = [_fmt(row[c], None if row["step"] == 0 else row[f"d_{c}"]) for c in COLUMNS]
-        lines.append(f"| {row['step']} | " + " | ".join(cells) + " |")
+        cells = [_fmt(row[c], None if row["step"] == 0 else row[f"d_{c}"]) for c in cols]
+        lines.append(f"| {row['step']} | {row['stage']} | " + " | ".join(cells) + " |")
     if best:
         lines.append(
             f"\nBest checkpoint: step {best['step']} ({best['checkpoint']}), objective {best['objective']:.2f} "
@@ -108,29 +132,32 @@ def to_markdown(table: Sequence[Mapping], best: Mapping | None) -> str:
 
 
 def plot(table: Sequence[Mapping], path: str | Path) -> Path:
-    """Aspect scores over steps, and safety vs utility with the Pareto front."""
+    """Scores over steps, and safety vs utility with the Pareto front (safety = the safety aspect, or the
+    harmful-request refusal rate when no trust-suite tasks ran)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ok = [r for r in table if not r.get("error")]
+    cols = [c for c in _columns_of(table) if c != "mean_tokens"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     steps = [r["step"] for r in ok]
-    for key in (*ASPECTS, "overall"):
+    for key in cols:
         ax1.plot(
             steps,
             [r[key] if r[key] is not None else float("nan") for r in ok],
             marker="o",
-            label=key,
+            label=key.replace("_", "-"),
             linewidth=2.5 if key == "overall" else 1.2,
         )
     ax1.set_xlabel("step")
     ax1.set_ylabel("score (0-100)")
-    ax1.set_title("trust aspects over training")
-    ax1.legend(fontsize=8)
-    pts = [(r["utility"], r["safety"]) for r in ok if r["utility"] is not None and r["safety"] is not None]
-    labelled = [r for r in ok if r["utility"] is not None and r["safety"] is not None]
+    ax1.set_title("scores over training")
+    ax1.legend(fontsize=7)
+    safety = "safety" if "safety" in cols else "harmful_refusal"
+    labelled = [r for r in ok if r.get("utility") is not None and r.get(safety) is not None]
+    pts = [(r["utility"], r[safety]) for r in labelled]
     if pts:
         front = pareto_front(pts)
         ax2.scatter([p[0] for p in pts], [p[1] for p in pts], c="tab:blue")
@@ -142,8 +169,8 @@ def plot(table: Sequence[Mapping], path: str | Path) -> Path:
     ax2.set_xlim(-2, 102)
     ax2.set_ylim(-2, 102)
     ax2.set_xlabel("utility")
-    ax2.set_ylabel("safety")
-    ax2.set_title("safety vs utility across checkpoints")
+    ax2.set_ylabel(safety.replace("_", "-"))
+    ax2.set_title(f"{safety.replace('_', '-')} vs utility across checkpoints")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
@@ -162,7 +189,8 @@ def write_report(
     markdown = to_markdown(table, best)
     (out / "tradeoff.md").write_text(markdown)
     with (out / "tradeoff.csv").open("w", newline="") as f:
-        fields = ["step", "checkpoint", *COLUMNS, *(f"d_{c}" for c in COLUMNS), "error"]
+        cols = _columns_of(table)
+        fields = ["step", "stage", "checkpoint", *cols, *(f"d_{c}" for c in cols), "error"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(table)

@@ -34,10 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="inference-time mitigation id (see mitigation/registry.py)")
     p.add_argument("--suite", choices=["mini", "full"], default="mini", help="mini: offline generated (default)")
     p.add_argument("--data-root", help="MultiTrust data folder (the one holding truthfulness/, safety/, ...)")
-    p.add_argument("--tasks", help="comma-separated task ids and/or aspects, e.g. T1,S4 or safety (default: all)")
+    p.add_argument("--tasks", help="task ids and/or aspects, e.g. T1,S4 or safety (default: all; none: tracks only)")
     p.add_argument("--no-tracks", action="store_true", help="skip the utility and over-refusal tracks")
     p.add_argument("--utility-file", help="samples file for the utility track (target = accepted answers)")
     p.add_argument("--over-refusal-file", help="samples file of benign requests for the over-refusal track")
+    p.add_argument("--harmful-file", help="samples file of harmful requests: adds the harmful_refusal track")
+    p.add_argument("--response-format", choices=["reasoning"], help="score only the answer section (RESA models)")
     p.add_argument("--output", help="folder for results.json, results.md, scores.csv, aspects.png")
     p.add_argument("--cache-dir", default=".cache/trust-suite", help="response/judge cache and mini suite")
     p.add_argument("--batch-size", type=int, default=16)
@@ -65,13 +67,17 @@ def main(argv=None) -> None:
         suite=args.suite,
         data_root=args.data_root,
         tasks=args.tasks,
-        tracks=() if args.no_tracks else ("utility", "over_refusal"),
+        tracks=()
+        if args.no_tracks
+        else ("utility", "over_refusal") + (("harmful_refusal",) if args.harmful_file else ()),
         cache_dir=args.cache_dir,
         generation=GenerationSettings(batch_size=args.batch_size, seed=args.seed),
         max_new_tokens=args.max_new_tokens,
         limit=args.limit,
         utility_file=args.utility_file,
         over_refusal_file=args.over_refusal_file,
+        harmful_file=args.harmful_file,
+        response_format=args.response_format,
     )
     try:
         method = None

@@ -47,7 +47,7 @@ def main(argv=None) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
         queued = pending(args.run_dir)
         print(f"evaluating {len(queued)} queued checkpoint(s)", file=sys.stderr)
-        for record in drain(args.run_dir):
+        for record in drain(args.run_dir, ignore_claims=True):
             print(
                 f"step {record['step']}: {'failed: ' + record['error'] if record.get('error') else 'done'}",
                 file=sys.stderr,

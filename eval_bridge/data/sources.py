@@ -17,9 +17,15 @@ class DataSource:
 
     name = "base"
 
-    def __init__(self, cache_dir: str | Path, utility_file: str | None = None, over_refusal_file: str | None = None):
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        utility_file: str | None = None,
+        over_refusal_file: str | None = None,
+        harmful_file: str | None = None,
+    ):
         self.cache_dir = Path(cache_dir)
-        self.track_files = {"utility": utility_file, "over_refusal": over_refusal_file}
+        self.track_files = {"utility": utility_file, "over_refusal": over_refusal_file, "harmful_refusal": harmful_file}
 
     def load(self, dataset_id: str) -> list[Sample]:
         raise NotImplementedError
@@ -33,6 +39,8 @@ class DataSource:
 
                 return load_vqa(path)
             return load_samples(path)
+        if track == "harmful_refusal":
+            raise ValueError("the harmful_refusal track needs a file of harmful requests (--harmful-file)")
         from eval_bridge.data.mini import load_mini_track
 
         return load_mini_track(track, self.cache_dir)

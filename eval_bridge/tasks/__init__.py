@@ -19,9 +19,12 @@ def get_task(task_id: str) -> TaskSpec:
 
 
 def select_tasks(spec: str | None) -> list[TaskSpec]:
-    """Tasks named by a comma-separated list of task ids and/or aspects ("T1,S4", "safety"); all if None."""
+    """Tasks named by a comma-separated list of task ids and/or aspects ("T1,S4", "safety"); all if None;
+    none for "none" (tracks only)."""
     if not spec:
         return list(TASKS.values())
+    if spec.strip().lower() == "none":
+        return []
     chosen: dict[str, TaskSpec] = {}
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         if part.lower() in ASPECTS:

@@ -1,0 +1,97 @@
+"""RESA DPO preference pairs (METHODS.md section 5(d)): they fight compliance and over-refusal at once.
+
+| prompt  | chosen                                   | rejected                                            |
+|---------|------------------------------------------|-----------------------------------------------------|
+| harmful | reasoned refusal (the record's trace)    | compliance: the non-operational placeholder          |
+| benign  | reasoned helpful answer (its trace)      | over-refusal: reasoning wrongly finds risk, declines |
+
+Chosen responses are always well formed. Pairs differ at the level of whole traces (no per-step MCTS).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from eval_bridge.reasoning import DEFAULT_FORMAT, ReasoningFormat
+from eval_bridge.samples import load_image
+from resa.data import ResaRecord
+from resa.traces import compliance_response, over_refusal_trace, template_trace, user_message
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One DPO pair; `kind` is "harmful" (refusal over compliance) or "benign" (answer over over-refusal)."""
+
+    record: ResaRecord
+    chosen: str
+    rejected: str
+    kind: str
+
+
+def _counts(n_harmful: int, n_benign: int, ratio: float) -> tuple[int, int]:
+    """The largest (harmful, benign) counts available at harmful share `ratio`."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"harmful_ratio must be in [0, 1], got {ratio}")
+    if ratio == 0.0:
+        return 0, n_benign
+    if ratio == 1.0:
+        return n_harmful, 0
+    total = int(min(n_harmful / ratio, n_benign / (1.0 - ratio)) + 1e-9)
+    harmful = min(n_harmful, round(total * ratio))
+    return harmful, min(n_benign, total - harmful)
+
+
+def build_pairs(
+    records: Sequence[ResaRecord],
+    traces: dict[str, str],
+    *,
+    harmful_ratio: float = 0.5,
+    seed: int = 0,
+    fmt: ReasoningFormat = DEFAULT_FORMAT,
+) -> list[PreferencePair]:
+    """Preference pairs at the harmful share `harmful_ratio` (default 1:1), as many as the records allow.
+
+    Args:
+        traces: kept traces by record id (from `resa.traces.build_traces`); a record without one gets its
+            template trace as chosen.
+    Raises:
+        ValueError: if a chosen trace is not well formed.
+    """
+    rng = random.Random(f"resa-pairs:{seed}")
+    harmful = [r for r in records if r.harmful]
+    benign = [r for r in records if not r.harmful]
+    n_h, n_b = _counts(len(harmful), len(benign), harmful_ratio)
+    pairs = []
+    for record in rng.sample(harmful, n_h) + rng.sample(benign, n_b):
+        chosen = traces.get(record.id) or template_trace(record, fmt, rng=rng)
+        if not fmt.parse(chosen).well_formed:
+            raise ValueError(f"chosen trace of {record.id!r} is not well formed")
+        if record.harmful:
+            pairs.append(PreferencePair(record, chosen, compliance_response(record, fmt, rng=rng), "harmful"))
+        else:
+            pairs.append(PreferencePair(record, chosen, over_refusal_trace(record, fmt, rng=rng), "benign"))
+    rng.shuffle(pairs)
+    return pairs
+
+
+def dpo_rows(pairs: Sequence[PreferencePair]) -> list[dict]:
+    """Conversational rows for TRL's `DPOTrainer` on a VLM.
+
+    Each row: {"prompt": [user turn: image placeholders + text], "chosen": [assistant turn],
+    "rejected": [assistant turn], "images": [PIL images]} (empty list for text-only prompts).
+    """
+
+    def assistant(text: str) -> list[dict]:
+        return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+    return [
+        {
+            "prompt": [user_message(p.record)],
+            "chosen": assistant(p.chosen),
+            "rejected": assistant(p.rejected),
+            "images": [load_image(path) for path in p.record.images],
+        }
+        for p in pairs
+    ]

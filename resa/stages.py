@@ -1,0 +1,167 @@
+"""RESA's two training stages on TRL: SFT on reasoning traces, then DPO on preference pairs.
+
+Both take a model directory and rows in TRL's conversational VLM format, train (LoRA or full), save the final
+checkpoint with its processor, and hand every checkpoint to the eval bridge through the callbacks they are
+given. A LoRA stage is merged into a plain model directory at the end, so the next stage (and any user) loads
+it like any other model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from eval_bridge.distributed import barrier
+from resa.config import ResaConfig
+
+log = logging.getLogger(__name__)
+
+DONE = "STAGE_DONE"
+
+
+def _lora_config(cfg: ResaConfig):
+    from peft import LoraConfig
+
+    names = "|".join(cfg.lora_targets())
+    # Only the language model: the vision tower's attention uses the same projection names.
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=rf".*language_model.*\.({names})$",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _load(model_dir: str, cfg: ResaConfig):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    common = dict(trust_remote_code=cfg.trust_remote_code)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, **common)
+    processor = AutoProcessor.from_pretrained(model_dir, **common)
+    return model, processor
+
+
+def _common_args(cfg: ResaConfig, out: Path, *, lr, epochs, max_steps, batch, accum, save_steps) -> dict:
+    return dict(
+        output_dir=str(out),
+        learning_rate=lr,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accum,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        report_to=cfg.trackers() or "none",
+        max_length=None,  # truncating through image tokens breaks VLMs ("image features and tokens do not match")
+        dataloader_num_workers=0,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,  # a float below 1 is a ratio of the total steps
+    )
+
+
+def _finish(trainer, processor, final_dir: Path, lora: bool) -> tuple[Path, int]:
+    """Save the stage's final model as a plain directory (LoRA merged) with its processor, atomically marked.
+
+    Returns (directory, the stage's number of optimizer steps)."""
+    if trainer.args.process_index == 0:
+        out = Path(trainer.args.output_dir)
+        (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    model = trainer.model
+    if lora:
+        model = model.merge_and_unload()
+    if trainer.args.process_index == 0:
+        final_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(final_dir)
+        processor.save_pretrained(final_dir)
+        (final_dir / DONE).write_text(f"{trainer.state.global_step}\n")
+    barrier()  # the other ranks load this directory next
+    return final_dir, trainer.state.global_step
+
+
+def _finished(final: Path) -> tuple[Path, int] | None:
+    marker = final / DONE
+    if not marker.is_file():
+        return None
+    log.info("stage already finished (%s): skipped", final)
+    return final, int(marker.read_text().strip() or 0)
+
+
+def _resume_arg(cfg: ResaConfig, out: Path):
+    if cfg.resume_from_checkpoint == "last":
+        return bool(list(out.glob("checkpoint-*"))) or None
+    return cfg.resume_from_checkpoint
+
+
+def run_sft(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callbacks=()) -> tuple[Path, int]:
+    """Stage 1: SFT on reasoning traces (loss on the whole assistant turn). Returns (final model dir, steps)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    if done := _finished(out / "final"):
+        return done
+    model, processor = _load(model_dir, cfg)
+    args = SFTConfig(
+        **_common_args(
+            cfg,
+            out,
+            lr=cfg.sft_learning_rate,
+            epochs=cfg.sft_epochs,
+            max_steps=cfg.sft_max_steps,
+            batch=cfg.sft_batch_size,
+            accum=cfg.sft_grad_accum,
+            save_steps=cfg.sft_save_steps,
+        ),
+        assistant_only_loss=True,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor,
+        peft_config=_lora_config(cfg) if cfg.use_lora else None,
+        callbacks=list(callbacks),
+    )
+    trainer.train(resume_from_checkpoint=_resume_arg(cfg, out))
+    return _finish(trainer, processor, out / "final", cfg.use_lora)
+
+
+def run_dpo(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callbacks=()) -> tuple[Path, int]:
+    """Stage 2: DPO from the SFT model (the reference is the SFT model). Returns (final model dir, steps)."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    if done := _finished(out / "final"):
+        return done
+    model, processor = _load(model_dir, cfg)
+    args = DPOConfig(
+        **_common_args(
+            cfg,
+            out,
+            lr=cfg.dpo_learning_rate,
+            epochs=cfg.dpo_epochs,
+            max_steps=cfg.dpo_max_steps,
+            batch=cfg.dpo_batch_size,
+            accum=cfg.dpo_grad_accum,
+            save_steps=cfg.dpo_save_steps,
+        ),
+        beta=cfg.dpo_beta,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor,
+        peft_config=_lora_config(cfg) if cfg.use_lora else None,
+        callbacks=list(callbacks),
+    )
+    trainer.train(resume_from_checkpoint=_resume_arg(cfg, out))
+    return _finish(trainer, processor, out / "final", cfg.use_lora)
