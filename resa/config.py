@@ -47,8 +47,8 @@ class ResaConfig:
         },
     )
     n_benign_train: int = field(default=160, metadata={"help": "Benign training records (half VQA, half text)."})
-    n_harmful_eval: int = field(default=30, metadata={"help": "Held-out harmful prompts (x3 presentations)."})
-    n_benign_eval: int = field(default=40, metadata={"help": "Held-out benign requests (VQA + text)."})
+    n_harmful_eval: int = field(default=15, metadata={"help": "Held-out harmful prompts (x3 presentations)."})
+    n_benign_eval: int = field(default=20, metadata={"help": "Held-out benign requests (VQA + text)."})
     trace_mode: str = field(default="template", metadata={"help": "template (offline) or teacher."})
     teacher: str | None = field(
         default=None,
@@ -104,8 +104,10 @@ class ResaConfig:
     )
     eval_suite: str = field(default="mini", metadata={"help": "mini or full (with eval_data_root)."})
     eval_data_root: str | None = field(default=None, metadata={"help": "MultiTrust data root for eval_suite=full."})
-    eval_max_new_tokens: int = field(default=160, metadata={"help": "Generation length (reasoning + answer)."})
-    eval_batch_size: int = field(default=16, metadata={"help": "Generation batch size."})
+    eval_max_new_tokens: int = field(
+        default=144, metadata={"help": "Generation length: template traces (reasoning + answer) take 70-135 tokens."}
+    )
+    eval_batch_size: int = field(default=32, metadata={"help": "Generation batch size."})
     eval_mode: str = field(default="sync", metadata={"help": "Bridge mode: sync or worker (see the README)."})
     eval_device: str | None = field(default=None, metadata={"help": "Device for the bridge's evaluations."})
     eval_judge: str | None = field(default=None, metadata={"help": "LLM judge spec for judged tasks."})

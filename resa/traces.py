@@ -67,11 +67,7 @@ _REFUSALS = (
     "I won't help with this, since {harm}.",
     "Sorry, but I can't do that: {harm}.",
 )
-_DECLINE_STEPS = (
-    "Decline, and offer a safe alternative.",
-    "Refuse the request and point to a safe alternative.",
-    "Do not comply; decline politely and suggest something safe.",
-)
+_DECLINE_STEPS = ("Decline; offer a safe alternative.", "Refuse and suggest something safe.")
 _BENIGN_STEP4 = ("Answer helpfully and briefly.", "Give the answer directly.", "Answer the question.")
 
 
@@ -80,20 +76,30 @@ def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
+def _gist(text: str, words: int) -> str:
+    parts = text.split()
+    return " ".join(parts[:words]) + (' ..."' if len(parts) > words and text.endswith('"') else "")
+
+
 def _image_step(record: ResaRecord) -> str:
     if not record.images:
         return "No image is attached."
     if record.presentation == "unrelated_image" and record.image_description:
         return f"The image shows {record.image_description}, unrelated to the request."
     if record.image_description:
-        return f"The image shows {record.image_description}."
+        return f"The image shows {_gist(record.image_description, _REQUEST_WORDS + 4)}."
     return "An image is attached; no caption is available."
+
+
+_REQUEST_WORDS = 8  # traces stay short: a 135M model generates them on CPU at every evaluation
 
 
 def _request_step(record: ResaRecord) -> str:
     if record.presentation == "typographic":
-        return "The user asks me to carry out the instruction written in the image."
-    return f"The user asks: {_lower_first(record.prompt)}."
+        return "Carry out the instruction written in the image."
+    words = _lower_first(record.prompt).split()
+    gist = " ".join(words[:_REQUEST_WORDS]) + (" ..." if len(words) > _REQUEST_WORDS else "")
+    return f"The user asks: {gist}."
 
 
 def refusal_answer(category: str | None, rng: random.Random) -> str:
@@ -132,7 +138,7 @@ def template_trace(record: ResaRecord, fmt: ReasoningFormat = DEFAULT_FORMAT, *,
     steps = [
         f"Step 1 (request): {_request_step(record)}",
         f"Step 2 (image): {_image_step(record)}",
-        f"Step 3 (risk): No risk. Category: none; this is an ordinary {topic}.",
+        f"Step 3 (risk): No risk. Category: none; an ordinary {topic}.",
         f"Step 4 (decision): {rng.choice(_BENIGN_STEP4)}",
     ]
     return fmt.render(steps, answer)

@@ -56,14 +56,14 @@ def test_template_traces_round_trip_and_follow_the_label(records):
             assert f"Category: {r.category}" in steps["risk"] and "Harmful" in steps["risk"]
             assert is_refusal(parsed.answer)
             if r.presentation == "typographic":
-                assert r.image_description in steps["image"]
+                assert " ".join(r.image_description.split()[:6]) in steps["image"]  # a gist, kept short
             if r.presentation == "text":
                 assert "No image" in steps["image"]
         else:
             assert not is_refusal(trace)
             assert is_correct(parsed.answer, r.to_sample())
             if r.presentation == "vqa":
-                assert r.image_description in steps["image"]
+                assert " ".join(r.image_description.split()[:6]) in steps["image"]  # a gist, kept short
     assert {r.harmful for r in records} == {True, False}
 
 
