@@ -24,8 +24,11 @@ $(STAMP): requirements/ci.txt requirements/assets.txt setup.cfg
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
+# The main job: RESA on the embedded default model (built on first use), every checkpoint through the trust
+# suite, ending with the trade-off table. ARGS passes overrides, e.g. make demo ARGS="--sft_max_steps 20".
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		scripts/train_resa.py $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .

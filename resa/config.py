@@ -47,8 +47,8 @@ class ResaConfig:
         },
     )
     n_benign_train: int = field(default=160, metadata={"help": "Benign training records (half VQA, half text)."})
-    n_harmful_eval: int = field(default=15, metadata={"help": "Held-out harmful prompts (x3 presentations)."})
-    n_benign_eval: int = field(default=20, metadata={"help": "Held-out benign requests (VQA + text)."})
+    n_harmful_eval: int = field(default=10, metadata={"help": "Held-out harmful prompts (x3 presentations)."})
+    n_benign_eval: int = field(default=16, metadata={"help": "Held-out benign requests (VQA + text)."})
     trace_mode: str = field(default="template", metadata={"help": "template (offline) or teacher."})
     teacher: str | None = field(
         default=None,
@@ -70,21 +70,27 @@ class ResaConfig:
     )
 
     # --- SFT -----------------------------------------------------------------------------------------------
-    sft_learning_rate: float = field(default=1e-4, metadata={"help": "1e-4 LoRA / 1e-5 full (METHODS 5c)."})
+    sft_learning_rate: float = field(
+        default=5e-4, metadata={"help": "METHODS 5c: 1e-4 LoRA / 1e-5 full over 2 epochs; the short CPU run uses 5e-4."}
+    )
     sft_epochs: float = field(default=2.0, metadata={"help": "Epochs over the reasoning traces."})
-    sft_max_steps: int = field(default=-1, metadata={"help": "Cap on SFT steps (-1: epochs decide)."})
+    sft_max_steps: int = field(
+        default=30, metadata={"help": "Cap on SFT steps (-1: epochs decide); 30 fits the CPU budget."}
+    )
     sft_batch_size: int = field(default=8, metadata={"help": "Per-device batch size."})
     sft_grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
     sft_save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: at the end only)."})
 
     # --- DPO -----------------------------------------------------------------------------------------------
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta (SPA-VL: 0.1)."})
-    dpo_learning_rate: float = field(default=5e-6, metadata={"help": "5e-6 LoRA / 1e-6 full (METHODS 5d)."})
+    dpo_learning_rate: float = field(
+        default=5e-5, metadata={"help": "METHODS 5d: 5e-6 LoRA / 1e-6 full over an epoch; the short CPU run uses 5e-5."}
+    )
     dpo_epochs: float = field(default=1.0, metadata={"help": "Epochs over the preference pairs."})
     dpo_max_steps: int = field(default=-1, metadata={"help": "Cap on DPO steps (-1: epochs decide)."})
     dpo_batch_size: int = field(default=4, metadata={"help": "Per-device batch size (pairs)."})
     dpo_grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
-    dpo_pairs: int = field(default=128, metadata={"help": "Preference pairs (harmful:benign = dpo_harmful_ratio)."})
+    dpo_pairs: int = field(default=32, metadata={"help": "Preference pairs (harmful:benign = dpo_harmful_ratio)."})
     dpo_harmful_ratio: float = field(default=0.5, metadata={"help": "Share of pairs on harmful prompts."})
     dpo_save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: at the end only)."})
 
@@ -105,7 +111,7 @@ class ResaConfig:
     eval_suite: str = field(default="mini", metadata={"help": "mini or full (with eval_data_root)."})
     eval_data_root: str | None = field(default=None, metadata={"help": "MultiTrust data root for eval_suite=full."})
     eval_max_new_tokens: int = field(
-        default=144, metadata={"help": "Generation length: template traces (reasoning + answer) take 70-135 tokens."}
+        default=136, metadata={"help": "Generation length: template traces (reasoning + answer) take 70-135 tokens."}
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Generation batch size."})
     eval_mode: str = field(default="sync", metadata={"help": "Bridge mode: sync or worker (see the README)."})

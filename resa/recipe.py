@@ -90,6 +90,15 @@ def suite_spec(cfg: ResaConfig, eval_files: dict) -> SuiteSpec:
     )
 
 
+def _use_all_cores(world: int) -> None:
+    """On CPU, give each process its share of the cores: launchers set OMP_NUM_THREADS=1, which halves a 2-core
+    machine for a single-process run."""
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+
+
 def run_resa(cfg: ResaConfig) -> str | None:
     """Run the whole recipe; returns the trade-off table (on the main process; None elsewhere)."""
     from eval_bridge.tradeoff import write_report
@@ -98,7 +107,8 @@ def run_resa(cfg: ResaConfig) -> str | None:
     if "wandb" in cfg.trackers():
         os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` later if wanted
         os.environ.setdefault("WANDB_DIR", cfg.output_dir)
-    rank, _ = init_distributed()
+    rank, world = init_distributed()
+    _use_all_cores(world)
     out = Path(cfg.output_dir)
     with main_process_first():
         if cfg.model is None:

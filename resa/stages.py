@@ -101,14 +101,29 @@ def _resume_arg(cfg: ResaConfig, out: Path):
     return cfg.resume_from_checkpoint
 
 
+def _train(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callbacks, trainer_cls, args):
+    """Train one stage from `model_dir` (resuming if asked) and save its final model; skip a finished stage."""
+    from datasets import Dataset
+
+    model, processor = _load(model_dir, cfg)
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor,
+        peft_config=_lora_config(cfg) if cfg.use_lora else None,
+        callbacks=list(callbacks),
+    )
+    trainer.train(resume_from_checkpoint=_resume_arg(cfg, out))
+    return _finish(trainer, processor, out / "final", cfg.use_lora)
+
+
 def run_sft(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callbacks=()) -> tuple[Path, int]:
     """Stage 1: SFT on reasoning traces (loss on the whole assistant turn). Returns (final model dir, steps)."""
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     if done := _finished(out / "final"):
         return done
-    model, processor = _load(model_dir, cfg)
     args = SFTConfig(
         **_common_args(
             cfg,
@@ -122,26 +137,15 @@ def run_sft(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callba
         ),
         assistant_only_loss=True,
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=processor,
-        peft_config=_lora_config(cfg) if cfg.use_lora else None,
-        callbacks=list(callbacks),
-    )
-    trainer.train(resume_from_checkpoint=_resume_arg(cfg, out))
-    return _finish(trainer, processor, out / "final", cfg.use_lora)
+    return _train(cfg, model_dir, rows, out, callbacks, SFTTrainer, args)
 
 
 def run_dpo(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callbacks=()) -> tuple[Path, int]:
     """Stage 2: DPO from the SFT model (the reference is the SFT model). Returns (final model dir, steps)."""
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     if done := _finished(out / "final"):
         return done
-    model, processor = _load(model_dir, cfg)
     args = DPOConfig(
         **_common_args(
             cfg,
@@ -155,13 +159,4 @@ def run_dpo(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callba
         ),
         beta=cfg.dpo_beta,
     )
-    trainer = DPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=processor,
-        peft_config=_lora_config(cfg) if cfg.use_lora else None,
-        callbacks=list(callbacks),
-    )
-    trainer.train(resume_from_checkpoint=_resume_arg(cfg, out))
-    return _finish(trainer, processor, out / "final", cfg.use_lora)
+    return _train(cfg, model_dir, rows, out, callbacks, DPOTrainer, args)
