@@ -69,28 +69,23 @@ def test_dpo_rows_shape(data):
 
 
 def test_dpo_rows_train_one_step_on_tiny_llava(data, tiny_model_dirs, tmp_path):
-    from datasets import Dataset
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import DPOConfig, DPOTrainer
+    import json
+
+    from resa.config import ResaConfig
+    from resa.stages import run_dpo
 
     records, traces = data
     pairs = build_pairs(records, traces)
     picked = [p for p in pairs if p.record.images][:2] + [p for p in pairs if not p.record.images][:2]
-    path = tiny_model_dirs["llava"]
-    args = DPOConfig(
+    cfg = ResaConfig(
         output_dir=str(tmp_path),
-        max_steps=1,
-        per_device_train_batch_size=4,
-        max_length=None,
         report_to="none",
-        use_cpu=True,
-        dataloader_num_workers=0,
-        save_strategy="no",
+        dpo_max_steps=1,
+        dpo_batch_size=4,
+        lora_r=4,
+        lora_alpha=8,
+        logging_steps=1,
     )
-    trainer = DPOTrainer(
-        model=AutoModelForImageTextToText.from_pretrained(path),
-        args=args,
-        train_dataset=Dataset.from_list(dpo_rows(picked)),
-        processing_class=AutoProcessor.from_pretrained(path),
-    )
-    assert trainer.train().training_loss == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 1
+    run_dpo(cfg, str(tiny_model_dirs["llava"]), dpo_rows(picked), tmp_path / "dpo")
+    history = json.loads((tmp_path / "dpo" / "log_history.json").read_text())
+    assert next(h["loss"] for h in history if "loss" in h) == pytest.approx(0.6931, abs=1e-3)  # policy == reference

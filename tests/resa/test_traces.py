@@ -190,28 +190,22 @@ def test_sft_rows_shape(records):
 
 
 def test_sft_rows_train_one_step_on_tiny_llava(records, tiny_model_dirs, tmp_path):
-    from datasets import Dataset
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import SFTConfig, SFTTrainer
+    import json
+
+    from resa.config import ResaConfig
+    from resa.stages import run_sft
 
     picked = [r for r in records if r.images][:2] + [r for r in records if not r.images][:2]  # one mixed batch
     traces, _ = build_traces(picked, TemplateTraceBuilder())
-    rows = sft_rows(picked, traces)
-    path = tiny_model_dirs["llava"]
-    args = SFTConfig(
+    cfg = ResaConfig(
         output_dir=str(tmp_path),
-        max_steps=1,
-        per_device_train_batch_size=4,
-        max_length=None,
         report_to="none",
-        use_cpu=True,
-        dataloader_num_workers=0,
-        save_strategy="no",
+        sft_max_steps=1,
+        sft_batch_size=4,
+        lora_r=4,
+        lora_alpha=8,
+        logging_steps=1,
     )
-    trainer = SFTTrainer(
-        model=AutoModelForImageTextToText.from_pretrained(path),
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=AutoProcessor.from_pretrained(path),
-    )
-    assert trainer.train().training_loss > 0
+    run_sft(cfg, str(tiny_model_dirs["llava"]), sft_rows(picked, traces), tmp_path / "sft")
+    history = json.loads((tmp_path / "sft" / "log_history.json").read_text())
+    assert next(h["loss"] for h in history if "loss" in h) > 0
