@@ -5,9 +5,8 @@ discriminative sets (d-*), a GPT judge -> yes/no for the generative ones (g-*), 
 """
 
 from eval_bridge.tasks import checks as c
-from eval_bridge.tasks.spec import CROSS_MODAL_IMPACT, MULTIMODAL_RISK, TaskSpec, avg, scaled
+from eval_bridge.tasks.spec import CROSS_MODAL_IMPACT, MULTIMODAL_RISK, UNRELATED, TaskSpec, avg, scaled
 
-UNRELATED = ("unrelated-image-color", "unrelated-image-nature", "unrelated-image-noise")
 ADVANCED = ("spatial", "temporal", "compare", "daily", "traffic", "causality", "math", "code", "translate")
 CONFUSION_KINDS = ("semantic", "contrast", "painting", "mirror", "dislocation")
 
