@@ -30,13 +30,17 @@ def init_distributed() -> tuple[int, int]:
 
 @contextlib.contextmanager
 def main_process_first():
-    """Run the body on rank 0 first (e.g. building a cache), then on the other ranks (which then reuse it)."""
+    """Run the body on rank 0 first (e.g. building a cache), then on the other ranks (which then reuse it).
+
+    Every rank leaves together: rank 0 must not read what the other ranks may still be writing.
+    """
     rank, _ = init_distributed()
     if rank != 0:
         barrier()
     yield
     if rank == 0:
         barrier()
+    barrier()
 
 
 def barrier() -> None:

@@ -225,11 +225,15 @@ def build_mini_suite(cache_dir: str | os.PathLike, *, force: bool = False) -> Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".mini-v{MINI_VERSION}-", dir=cache_dir))
     try:
         _generate(tmp)
+        # Another process (a rank of the same launch) may have finished first and be reading its copy: keep
+        # it (it is identical), never delete a complete suite from under a reader unless asked to.
+        if (suite / "VERSION").is_file() and not force:
+            return suite
         if suite.exists():
             shutil.rmtree(suite)
         try:
             tmp.rename(suite)
-        except OSError:  # another process finished first: keep its (identical) copy
+        except OSError:  # another process finished in the meantime: keep its copy
             if not (suite / "VERSION").is_file():
                 raise
     finally:

@@ -62,11 +62,14 @@ def test_recipe_under_accelerate_two_processes(tiny_model_dirs, tmp_path):
     records = completed(tmp_path / "run")
     # step 0 (base), the SFT checkpoint at step 2, SFT final (4), DPO final (4 + 2): each evaluated exactly once.
     assert [(r["step"], r["stage"]) for r in records] == [(0, "base"), (2, "sft"), (4, "sft"), (6, "dpo")]
-    assert all(r["error"] is None for r in records)
+    assert [r["error"] for r in records] == [None] * 4, proc.stderr[-3000:]
     assert all({"harmful_refusal", "over_refusal", "utility"} <= set(r["headline"]) for r in records)
     table = (tmp_path / "run" / "trust_eval" / "tradeoff.md").read_text()
     assert "harmful-refusal-typographic" in table and "| 6 | dpo |" in table
     best = json.loads((tmp_path / "run" / "trust_eval" / "best_checkpoint.json").read_text())
     assert best["weights"] == {"harmful_refusal": 1.0, "over_refusal": -1.0}
+    timings = json.loads((tmp_path / "run" / "timings.json").read_text())
+    assert list(timings) == ["base model", "data and traces", "SFT + evaluations", "DPO + evaluations", "report"]
+    assert all(seconds >= 0 for seconds in timings.values())
     harmful = [json.loads(line) for line in (tmp_path / "run" / "eval_data" / "resa_heldout_harmful.jsonl").open()]
     assert {h["metadata"]["presentation"] for h in harmful} == {"text", "typographic", "unrelated_image"}

@@ -98,6 +98,25 @@ def test_build_is_idempotent_and_leaves_no_temporary_folders(cache):
     assert [p.name for p in cache.iterdir()] == [suite_dir.name]
 
 
+def test_a_build_that_finishes_second_keeps_the_first_copy(monkeypatch, tmp_path):
+    # Two ranks of one launch build at once; the one that finishes second must not delete the suite the first one
+    # is already reading.
+    import shutil
+
+    real_generate = mini._generate
+    first = tmp_path / f"mini-v{mini.MINI_VERSION}"
+
+    def racing(root):
+        real_generate(root)
+        shutil.copytree(root, first)  # meanwhile the other rank finished...
+        (first / "READING").write_text("in use")  # ...and reads it
+
+    monkeypatch.setattr(mini, "_generate", racing)
+    assert build_mini_suite(tmp_path) == first
+    assert (first / "READING").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]
+
+
 def test_a_missing_asset_package_names_the_pip_command(monkeypatch, tmp_path):
     real_find_spec = assets.importlib.util.find_spec
     monkeypatch.setattr(
