@@ -101,10 +101,34 @@ def _resume_arg(cfg: ResaConfig, out: Path):
     return cfg.resume_from_checkpoint
 
 
+def score_labelled_positions_only() -> bool:
+    """Make TRL's fused LM head score only the labelled positions on every device, not only on Triton devices.
+
+    TRL (1.16) computes per-token log-probs in vocabulary chunks; off CUDA/XPU it scores *every* position (to keep
+    tile shapes fixed for compilers such as Neuron's) and masks afterwards. On CPU that wastes the 49k-word
+    projection, its backward and the entropy/accuracy metrics on prompt and padding tokens (~10% of an SFT step
+    of the default recipe). The losses are the same either way (tests/resa/test_stages.py). Returns whether the
+    hook was found (a TRL without it is left alone).
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None or getattr(original, "_resa_compact", False):
+        return original is not None
+
+    def compact(device) -> bool:
+        return device.type == "cpu" or original(device)
+
+    compact._resa_compact = True
+    trl_utils._use_triton = compact
+    return True
+
+
 def _train(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callbacks, trainer_cls, args):
     """Train one stage from `model_dir` (resuming if asked) and save its final model; skip a finished stage."""
     from datasets import Dataset
 
+    score_labelled_positions_only()
     model, processor = _load(model_dir, cfg)
     trainer = trainer_cls(
         model=model,
@@ -158,5 +182,8 @@ def run_dpo(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callba
             save_steps=cfg.dpo_save_steps,
         ),
         beta=cfg.dpo_beta,
+        # RPO-style: the chosen trace's NLL next to the preference loss keeps the SFT answers from drifting.
+        loss_type=["sigmoid", "sft"] if cfg.dpo_sft_weight else ["sigmoid"],
+        loss_weights=[1.0, cfg.dpo_sft_weight] if cfg.dpo_sft_weight else None,
     )
     return _train(cfg, model_dir, rows, out, callbacks, DPOTrainer, args)

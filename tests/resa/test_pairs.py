@@ -85,6 +85,7 @@ def test_dpo_rows_train_one_step_on_tiny_llava(data, tiny_model_dirs, tmp_path):
         lora_r=4,
         lora_alpha=8,
         logging_steps=1,
+        dpo_sft_weight=0.0,  # plain DPO: its loss at step 1 is exactly log 2
     )
     run_dpo(cfg, str(tiny_model_dirs["llava"]), dpo_rows(picked), tmp_path / "dpo")
     history = json.loads((tmp_path / "dpo" / "log_history.json").read_text())

@@ -87,7 +87,7 @@ def test_sft_moves_the_language_model_only(tiny_model_dirs, tmp_path):
 
 
 def test_dpo_margin_grows_on_a_fixed_batch(tiny_model_dirs, tmp_path):
-    cfg = tiny_cfg(tmp_path, dpo_max_steps=6, dpo_learning_rate=2e-2)
+    cfg = tiny_cfg(tmp_path, dpo_max_steps=6, dpo_learning_rate=2e-2, dpo_sft_weight=0.0)
     _, steps = run_dpo(cfg, str(tiny_model_dirs["llava"]), DPO_ROWS, tmp_path / "dpo")
     history = json.loads((tmp_path / "dpo" / "log_history.json").read_text())
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
@@ -95,6 +95,47 @@ def test_dpo_margin_grows_on_a_fixed_batch(tiny_model_dirs, tmp_path):
     assert steps == 6 and all(math.isfinite(x) for x in losses)
     assert margins[-1] > margins[0] and margins[-1] > 0
     assert losses[-1] < losses[0] < math.log(2) + 1e-3
+
+
+def first_logged(history_dir, key="loss"):
+    return next(h[key] for h in json.loads((history_dir / "log_history.json").read_text()) if key in h)
+
+
+def test_dpo_sft_term_adds_the_chosen_nll(tiny_model_dirs, tmp_path):
+    # Step 1 starts with policy == reference, so the DPO term is exactly log 2 and the rest is w * NLL(chosen):
+    # doubling the weight doubles the excess.
+    excess = {}
+    for w in (0.5, 1.0):
+        cfg = tiny_cfg(tmp_path / str(w), dpo_max_steps=1, dpo_sft_weight=w)
+        run_dpo(cfg, str(tiny_model_dirs["llava"]), DPO_ROWS, tmp_path / str(w) / "dpo")
+        excess[w] = first_logged(tmp_path / str(w) / "dpo") - math.log(2)
+    assert excess[0.5] > 0.5  # the NLL of a random tiny model is several nats
+    assert excess[1.0] == pytest.approx(2 * excess[0.5], rel=1e-4)
+
+
+def test_scoring_labelled_positions_only_keeps_the_loss(tiny_model_dirs, tmp_path, monkeypatch):
+    import trl.trainer.utils as trl_utils
+
+    import resa.stages
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # the hook is undone after the test
+    hook = resa.stages.score_labelled_positions_only
+
+    def one_step(name):
+        out = tmp_path / name
+        run_sft(tiny_cfg(out, sft_max_steps=1), str(tiny_model_dirs["llava"]), SFT_ROWS, out / "sft")
+        return first_logged(out / "sft"), first_logged(out / "sft", "grad_norm")
+
+    monkeypatch.setattr(resa.stages, "score_labelled_positions_only", lambda: False)
+    if getattr(trl_utils._use_triton, "_resa_compact", False):  # installed by an earlier test
+        monkeypatch.setattr(trl_utils, "_use_triton", lambda device: False)
+    assert not trl_utils._use_triton(cpu)
+    every_position = one_step("full")
+    monkeypatch.setattr(resa.stages, "score_labelled_positions_only", hook)
+    labelled_only = one_step("compact")
+    assert trl_utils._use_triton(cpu), "the hook was installed"
+    assert labelled_only == pytest.approx(every_position, rel=1e-5)
 
 
 class Crash(Exception):
