@@ -31,7 +31,7 @@ import torch
 from eval_bridge.data.assets import AssetMissingError
 from eval_bridge.models.tiny import chat_template
 
-RECIPE = "smollm2-135m-clip64-easyvqa-v2"
+RECIPE = "smollm2-135m-clip64-easyvqa-v3"
 DEFAULT_BASE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "base-model" / RECIPE
 BASE_DIR_ENV = "VLM_TRUST_BASE_MODEL_DIR"
 MARKER = "BUILD_COMPLETE.json"
@@ -142,13 +142,13 @@ def build_base_model(
     out_dir: str | Path,
     *,
     seed: int = 0,
-    concept_steps: int = 80,
+    concept_steps: int = 48,
     concept_batch_size: int = 16,
     concept_lr: float = 3e-2,
     lora_rank: int = 16,
     lora_lr: float = 2e-3,
     concept_noise: float = 0.3,
-    concept_replay: int = 4,
+    concept_replay: int = 2,
     vision_epochs: int = 20,
     vision_batch_size: int = 64,
     vision_lr: float = 3e-3,
@@ -279,14 +279,14 @@ def ensure_base_model(out_dir: str | Path | None = None, *, log=print, **build_k
 def easy_vqa_samples(n: int, split: str = "test", seed: int = 0) -> list:
     """`n` seeded easy-VQA questions of `split` as `Sample`s, asked as the mini suite's utility track asks them."""
     from eval_bridge.data import assets
+    from eval_bridge.data.mini_tracks import easy_vqa_prompt
     from eval_bridge.samples import Sample
-    from resa.base_model_train import user_prompt
 
     images = {im.image_id: im for im in assets.easy_vqa_images(split)}
     questions = [q for q in assets.easy_vqa_questions(split) if q[2] in images]
     picked = random.Random(seed).sample(questions, min(n, len(questions)))
     return [
-        Sample(f"easyvqa-{split}-{k}", user_prompt(q), (str(images[i].path),), target=[a])
+        Sample(f"easyvqa-{split}-{k}", easy_vqa_prompt(q), (str(images[i].path),), target=[a])
         for k, (q, a, i) in enumerate(picked)
     ]
 

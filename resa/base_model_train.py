@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from eval_bridge.data import assets
+from eval_bridge.data.mini_tracks import easy_vqa_prompt
 
-SUFFIX = " Answer in one word."  # the mini suite's utility prompt style (eval_bridge/data/mini_tracks.py)
 TOKENS_PER_CONCEPT = 2  # 2 colour + 2 shape tokens = the 4 image tokens of a 64x64 image in 32x32 patches
 
 
@@ -50,11 +50,6 @@ def easy_vqa_qa(split: str) -> list[QA]:
     """The easy-VQA questions of `split` whose image's colour and shape are known."""
     images = {im.image_id: im for im in assets.easy_vqa_images(split)}
     return [QA(q, a, images[i].color, images[i].shape) for q, a, i in assets.easy_vqa_questions(split) if i in images]
-
-
-def user_prompt(question: str) -> str:
-    """An easy-VQA question as the mini suite asks it: capitalised, with the one-word instruction."""
-    return f"{question[0].upper()}{question[1:]}{SUFFIX}"
 
 
 def initial_concept_table(embeddings: torch.Tensor, tokenizer) -> torch.Tensor:
@@ -177,7 +172,7 @@ def tune_concept_tokens(
         rows, labels = [], []
         for ex in batch:
             suffix = tokenizer(
-                f"{user_prompt(ex.question)}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False
+                f"{easy_vqa_prompt(ex.question)}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False
             ).input_ids
             answer = tokenizer(f"{ex.answer.capitalize()}<|im_end|>", add_special_tokens=False).input_ids
             ids = prefix + [pad_id] * n_img + suffix + answer

@@ -10,8 +10,10 @@ utility (held-out easy-VQA), format failures and mean response length; plus any 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from eval_bridge.bridge import SuiteSpec
@@ -36,6 +38,7 @@ def prepare_data(cfg: ResaConfig, out: Path) -> dict:
         n_harmful_eval=cfg.n_harmful_eval,
         n_benign_train=cfg.n_benign_train,
         n_benign_eval=cfg.n_benign_eval,
+        vqa_share=cfg.benign_vqa_share,
     )
     train = list(splits.train) + _user_records(cfg)
     if cfg.trace_mode == "teacher":
@@ -110,6 +113,7 @@ def run_resa(cfg: ResaConfig) -> str | None:
     rank, world = init_distributed()
     _use_all_cores(world)
     out = Path(cfg.output_dir)
+    clock = _Clock()
     with main_process_first():
         if cfg.model is None:
             from resa.base_model import ensure_base_model
@@ -117,7 +121,9 @@ def run_resa(cfg: ResaConfig) -> str | None:
             base = str(ensure_base_model())
         else:
             base = cfg.model
+        clock.lap("base model")
         data = prepare_data(cfg, out)
+        clock.lap("data and traces")
     spec = suite_spec(cfg, data["eval_files"])
     bridge = dict(mode=cfg.eval_mode, run_dir=str(out), wait_at_end=False)
 
@@ -125,6 +131,7 @@ def run_resa(cfg: ResaConfig) -> str | None:
     sft_final, sft_steps = run_sft(cfg, base, data["sft"], out / "sft", callbacks=[sft_bridge])
     if rank == 0:
         sft_bridge.submit(sft_final, sft_steps, stage="sft")
+    clock.lap("SFT + evaluations")
 
     dpo_bridge = TrustEvalCallback(
         spec, base_model=str(sft_final), stage="dpo", evaluate_start=False, step_offset=sft_steps, **bridge
@@ -135,6 +142,27 @@ def run_resa(cfg: ResaConfig) -> str | None:
     dpo_bridge.submit(dpo_final, sft_steps + dpo_steps, stage="dpo")
     for callback in (sft_bridge, dpo_bridge):
         callback.finish()
+    clock.lap("DPO + evaluations")
     # Without trust-suite tasks there is no overall score: pick by refusing harm without refusing the benign.
     weights = {"harmful_refusal": 1.0, "over_refusal": -1.0} if cfg.eval_tasks == "none" else None
-    return write_report(out, weights=weights)
+    table = write_report(out, weights=weights)
+    clock.lap("report")
+    (out / "timings.json").write_text(json.dumps(clock.laps, indent=1) + "\n")
+    log.info("RESA finished in %.1f min: %s", sum(clock.laps.values()) / 60, clock.summary())
+    return table
+
+
+class _Clock:
+    """Wall-clock seconds of the recipe's phases (written to RUN/timings.json)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._start, 1)
+        self._start = now
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.laps.items())

@@ -64,6 +64,8 @@ def test_template_traces_round_trip_and_follow_the_label(records):
             assert is_correct(parsed.answer, r.to_sample())
             if r.presentation == "vqa":
                 assert " ".join(r.image_description.split()[:6]) in steps["image"]  # a gist, kept short
+                assert steps["decision"].endswith(r.prompt)  # the question again, right before the answer
+                assert parsed.answer == f"{r.reference_answer.capitalize()}."  # one word, as the prompt asks
     assert {r.harmful for r in records} == {True, False}
 
 
