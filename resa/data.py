@@ -340,12 +340,17 @@ def harmful_pool(exclude_prompts: tuple[str, ...] | list[str] = ()) -> list[asse
     return pool
 
 
+def _write_atomically(path: Path, write) -> None:
+    """`write(tmp)`, then rename into `path`: under a multi-process launch another rank may be reading `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    tmp.replace(path)
+
+
 def _save_png(image: Image.Image, path: Path) -> str:
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.png")
-        image.save(tmp, format="PNG")
-        tmp.replace(path)
+        _write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
     return str(path)
 
 
@@ -500,9 +505,7 @@ def write_eval_sets(splits: ResaSplits, out_dir: str | os.PathLike) -> dict[str,
         for src in record.images:
             name = f"images/{_digest(str(src))}{Path(src).suffix or '.png'}"
             if not (out / name).is_file():
-                tmp = out / f"{name}.tmp{os.getpid()}"
-                shutil.copyfile(src, tmp)
-                tmp.replace(out / name)
+                _write_atomically(out / name, lambda tmp, src=src: shutil.copyfile(src, tmp))
             rel.append(name)
         sample = record.to_sample()
         row = {
@@ -514,8 +517,6 @@ def write_eval_sets(splits: ResaSplits, out_dir: str | os.PathLike) -> dict[str,
         }
         lines["harmful" if record.harmful else "benign"].append(json.dumps(row, sort_keys=True))
     for name, path in paths.items():
-        # Atomic: under a multi-process launch another rank may be reading the file this one rewrites.
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in lines[name]), encoding="utf-8")
-        tmp.replace(path)
+        text = "".join(line + "\n" for line in lines[name])
+        _write_atomically(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
     return paths
