@@ -17,6 +17,7 @@ returns the cached directory afterwards; a marker file written last means a half
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -24,6 +25,7 @@ import random
 import shutil
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -53,13 +55,41 @@ def smollm2_gguf() -> Path:
     return found[0]
 
 
+@contextmanager
+def parse_gguf_once():
+    """Within the block, transformers reuses one parse of each GGUF file and one tensor-name map per architecture.
+
+    transformers parses the file for the tokenizer, again for the config and again for the weights (~8 s each
+    for SmolLM2 on 2 cores), and rebuilds gguf's tensor-name map for every module (~8 s in all): ~25 s of the
+    base-model build. Both are read-only after construction, so sharing them changes nothing else. transformers
+    imports them from the `gguf` module at call time, which is what this replaces (and restores afterwards).
+    """
+    import gguf as gguf_module
+
+    real_reader, real_map = gguf_module.GGUFReader, gguf_module.get_tensor_name_map
+    readers = {}
+
+    def reader(path, *args, **kwargs):
+        key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = real_reader(path, *args, **kwargs)
+        return readers[key]
+
+    gguf_module.GGUFReader, gguf_module.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(real_map)
+    try:
+        yield
+    finally:
+        gguf_module.GGUFReader, gguf_module.get_tensor_name_map = real_reader, real_map
+
+
 def load_smollm2(log=print):
     """(causal LM, tokenizer) of the real SmolLM2-135M-Instruct, dequantised from its GGUF file (float32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     gguf = smollm2_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with parse_gguf_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A plain config (no gguf quantization_config) so that the weights save and reload as ordinary safetensors.
     config = quantised.config.to_dict()
     for key in ("quantization_config", "_name_or_path", "_model_name_or_path", "transformers_version"):

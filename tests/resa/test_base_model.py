@@ -237,3 +237,27 @@ def test_the_real_default_model_answers_easy_vqa_well_above_the_majority_answer(
     path = ensure_base_model(tmp_path / "base")
     result = base_model.evaluate_easy_vqa(VLM.load(str(path)), n=200)
     assert result["accuracy"] > result["majority_baseline"] + 0.20, result
+
+
+def test_parse_gguf_once_shares_one_reader_per_file_and_restores_gguf(monkeypatch, tmp_path):
+    import gguf
+
+    opened = []
+
+    class CountingReader:
+        def __init__(self, path, mode="r"):
+            opened.append((str(path), mode))
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    real_map = gguf.get_tensor_name_map
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    with base_model.parse_gguf_once():
+        first = gguf.GGUFReader(a)
+        assert gguf.GGUFReader(str(a)) is first  # the same file, as a Path or a str: parsed once
+        assert gguf.GGUFReader(b) is not first
+        llama = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(llama, 2) is gguf.get_tensor_name_map(llama, 2)
+        assert gguf.get_tensor_name_map(llama, 2) is not gguf.get_tensor_name_map(llama, 3)
+    assert opened == [(str(a), "r"), (str(b), "r")]
+    assert gguf.GGUFReader is CountingReader and gguf.get_tensor_name_map is real_map
+    assert gguf.GGUFReader(a) is not gguf.GGUFReader(a)  # outside the block nothing is shared
