@@ -81,9 +81,11 @@ class ResaConfig:
     )
     sft_epochs: float = field(default=2.0, metadata={"help": "Epochs over the reasoning traces."})
     sft_max_steps: int = field(
-        default=30, metadata={"help": "Cap on SFT steps (-1: epochs decide); 30 fits the CPU budget."}
+        default=60, metadata={"help": "Cap on SFT steps (-1: epochs decide); 60 fits the CPU budget."}
     )
-    sft_batch_size: int = field(default=8, metadata={"help": "Per-device batch size."})
+    sft_batch_size: int = field(
+        default=6, metadata={"help": "Per-device batch size (6 x 60 steps: ~1.1 epochs of the default data)."}
+    )
     sft_grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
     sft_save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: at the end only)."})
 
@@ -103,7 +105,9 @@ class ResaConfig:
     dpo_max_steps: int = field(default=-1, metadata={"help": "Cap on DPO steps (-1: epochs decide)."})
     dpo_batch_size: int = field(default=4, metadata={"help": "Per-device batch size (pairs)."})
     dpo_grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
-    dpo_pairs: int = field(default=32, metadata={"help": "Preference pairs (harmful:benign = dpo_harmful_ratio)."})
+    dpo_pairs: int = field(
+        default=16, metadata={"help": "Preference pairs (harmful:benign = dpo_harmful_ratio); 16 = 4 steps at batch 4."}
+    )
     dpo_harmful_ratio: float = field(default=0.5, metadata={"help": "Share of pairs on harmful prompts."})
     dpo_save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: at the end only)."})
 
