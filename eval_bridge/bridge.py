@@ -27,6 +27,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from eval_bridge.files import write_atomically
+
 log = logging.getLogger(__name__)
 
 
@@ -89,13 +91,8 @@ def bridge_dir(run_dir: str | os.PathLike) -> Path:
 
 def enqueue(run_dir: str | os.PathLike, manifest: Manifest) -> Path:
     """Add a manifest to the run's queue (atomically: a worker never reads half a file)."""
-    queue = bridge_dir(run_dir) / "queue"
-    queue.mkdir(parents=True, exist_ok=True)
-    path = queue / f"{manifest.step:09d}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(manifest.to_json())
-    tmp.replace(path)
-    return path
+    path = bridge_dir(run_dir) / "queue" / f"{manifest.step:09d}.json"
+    return write_atomically(path, lambda tmp: tmp.write_text(manifest.to_json()))
 
 
 def pending(run_dir: str | os.PathLike, *, include_claimed: bool = True) -> list[Path]:

@@ -30,6 +30,7 @@ from PIL import Image
 
 from eval_bridge.data import assets
 from eval_bridge.data.mini_tracks import easy_vqa_prompt
+from eval_bridge.files import write_atomically
 from eval_bridge.samples import Sample
 
 CATEGORIES = (
@@ -340,17 +341,9 @@ def harmful_pool(exclude_prompts: tuple[str, ...] | list[str] = ()) -> list[asse
     return pool
 
 
-def _write_atomically(path: Path, write) -> None:
-    """`write(tmp)`, then rename into `path`: under a multi-process launch another rank may be reading `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    tmp.replace(path)
-
-
 def _save_png(image: Image.Image, path: Path) -> str:
     if not path.is_file():
-        _write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
+        write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
     return str(path)
 
 
@@ -505,7 +498,7 @@ def write_eval_sets(splits: ResaSplits, out_dir: str | os.PathLike) -> dict[str,
         for src in record.images:
             name = f"images/{_digest(str(src))}{Path(src).suffix or '.png'}"
             if not (out / name).is_file():
-                _write_atomically(out / name, lambda tmp, src=src: shutil.copyfile(src, tmp))
+                write_atomically(out / name, lambda tmp, src=src: shutil.copyfile(src, tmp))
             rel.append(name)
         sample = record.to_sample()
         row = {
@@ -518,5 +511,5 @@ def write_eval_sets(splits: ResaSplits, out_dir: str | os.PathLike) -> dict[str,
         lines["harmful" if record.harmful else "benign"].append(json.dumps(row, sort_keys=True))
     for name, path in paths.items():
         text = "".join(line + "\n" for line in lines[name])
-        _write_atomically(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        write_atomically(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
     return paths

@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from eval_bridge.data.multitrust_base import UNRELATED_SUFFIXES, VARIANTS, Context, field, variant_images
+from eval_bridge.files import write_atomically
 from eval_bridge.samples import Sample, SampleError
 
 BASE = Path("privacy")
@@ -272,10 +273,7 @@ def render_text_image(text: str, path: Path, font) -> None:
     height = max(1, math.ceil(FONT_SIZE * len(lines) * 1.1))
     img = Image.new("RGB", (width, height), (255, 255, 255))
     ImageDraw.Draw(img).multiline_text(((width - text_width) // 2, 0), "\n".join(lines), fill=(0, 0, 0), font=font)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    img.save(tmp)
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def _typographic_text(variant: str, item: dict, rng: random.Random) -> str:
