@@ -23,7 +23,6 @@ import json
 import os
 import random
 import shutil
-import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 from eval_bridge.data.assets import AssetMissingError
 from eval_bridge.models.tiny import chat_template
+from resa.timing import PhaseClock
 
 RECIPE = "smollm2-135m-clip64-easyvqa-v3"
 DEFAULT_BASE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "base-model" / RECIPE
@@ -198,19 +198,12 @@ def build_base_model(
     out = Path(out_dir)
     torch.manual_seed(seed)
     random.seed(seed)
-    timings, start = {}, time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal start
-        timings[name] = round(time.perf_counter() - start, 1)
-        log(f"[{name}] {timings[name]:.1f}s")
-        start = time.perf_counter()
-
+    clock = PhaseClock(log)
     lm, tokenizer = load_smollm2(log)
     for p in lm.parameters():
         p.requires_grad_(False)
     prepare_tokenizer(tokenizer)
-    lap("load_gguf")
+    clock.lap("load_gguf")
     table, lm = tune_concept_tokens(
         lm,
         tokenizer,
@@ -225,7 +218,7 @@ def build_base_model(
         replay=concept_replay,
         log=log,
     )
-    lap("concept_tokens")
+    clock.lap("concept_tokens")
     sanity = chat_sanity(lm, tokenizer)
     log(f"  sanity after the LoRA merge: {SANITY_PROMPT!r} -> {sanity!r}")
     model, processor = assemble_vlm(lm, tokenizer, seed=seed)
@@ -243,14 +236,14 @@ def build_base_model(
         log=log,
     )
     log(f"  vision held-out: {json.dumps({k: round(v, 3) for k, v in vision_stats.items()})}")
-    lap("vision")
+    clock.lap("vision")
     for p in model.parameters():
         p.requires_grad_(True)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    lap("save")
-    marker = dict(recipe=RECIPE, seed=seed, timings_s=timings, vision=vision_stats, sanity=[SANITY_PROMPT, sanity])
+    clock.lap("save")
+    marker = dict(recipe=RECIPE, seed=seed, timings_s=clock.laps, vision=vision_stats, sanity=[SANITY_PROMPT, sanity])
     (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return out
 

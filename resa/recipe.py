@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
 from eval_bridge.bridge import SuiteSpec
@@ -21,6 +20,7 @@ from eval_bridge.callback import TrustEvalCallback
 from eval_bridge.distributed import init_distributed, main_process_first
 from eval_bridge.reasoning import DEFAULT_FORMAT
 from resa.config import ResaConfig
+from resa.timing import PhaseClock
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def run_resa(cfg: ResaConfig) -> str | None:
     rank, world = init_distributed()
     _use_all_cores(world)
     out = Path(cfg.output_dir)
-    clock = _Clock()
+    clock = PhaseClock()
     with main_process_first():
         if cfg.model is None:
             from resa.base_model import ensure_base_model
@@ -150,19 +150,3 @@ def run_resa(cfg: ResaConfig) -> str | None:
     (out / "timings.json").write_text(json.dumps(clock.laps, indent=1) + "\n")
     log.info("RESA finished in %.1f min: %s", sum(clock.laps.values()) / 60, clock.summary())
     return table
-
-
-class _Clock:
-    """Wall-clock seconds of the recipe's phases (written to RUN/timings.json)."""
-
-    def __init__(self):
-        self.laps: dict[str, float] = {}
-        self._start = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name] = round(now - self._start, 1)
-        self._start = now
-
-    def summary(self) -> str:
-        return ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.laps.items())
