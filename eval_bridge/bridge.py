@@ -72,6 +72,12 @@ class Manifest:
     output_dir: str
     suite: SuiteSpec = field(default_factory=SuiteSpec)
     stage: str = ""  # e.g. "base", "sft", "dpo": which part of a multi-stage recipe produced it
+    final: bool = False  # a stage's final model (its own row, next to a checkpoint saved at the same step)
+
+    @property
+    def key(self) -> str:
+        """The manifest's name in the queue: the step, and `-final` for a stage's final model."""
+        return f"{self.step:09d}-final" if self.final else f"{self.step:09d}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -91,7 +97,7 @@ def bridge_dir(run_dir: str | os.PathLike) -> Path:
 
 def enqueue(run_dir: str | os.PathLike, manifest: Manifest) -> Path:
     """Add a manifest to the run's queue (atomically: a worker never reads half a file)."""
-    path = bridge_dir(run_dir) / "queue" / f"{manifest.step:09d}.json"
+    path = bridge_dir(run_dir) / "queue" / f"{manifest.key}.json"
     return write_atomically(path, lambda tmp: tmp.write_text(manifest.to_json()))
 
 
@@ -100,7 +106,8 @@ def pending(run_dir: str | os.PathLike, *, include_claimed: bool = True) -> list
     root = bridge_dir(run_dir)
     done = {p.stem for p in (root / "done").glob("*.json")}
     claimed = set() if include_claimed else {p.stem for p in (root / "claims").glob("*")}
-    return [p for p in sorted((root / "queue").glob("*.json")) if p.stem not in done | claimed]
+    queued = sorted((root / "queue").glob("*.json"), key=lambda p: p.stem)  # a checkpoint before its final twin
+    return [p for p in queued if p.stem not in done | claimed]
 
 
 def _claim(run_dir: str | os.PathLike, path: Path) -> bool:
@@ -116,7 +123,8 @@ def _claim(run_dir: str | os.PathLike, path: Path) -> bool:
 
 def completed(run_dir: str | os.PathLike) -> list[dict]:
     """The done records of a run, in step order."""
-    return [json.loads(p.read_text()) for p in sorted((bridge_dir(run_dir) / "done").glob("*.json"))]
+    paths = sorted((bridge_dir(run_dir) / "done").glob("*.json"), key=lambda p: p.stem)
+    return [json.loads(p.read_text()) for p in paths]
 
 
 def evaluate_manifest(manifest: Manifest) -> dict:
@@ -154,6 +162,7 @@ def process(run_dir: str | os.PathLike, path: Path) -> dict:
     record: dict = {
         "step": manifest.step,
         "stage": manifest.stage,
+        "final": manifest.final,
         "model": manifest.model,
         "adapter": manifest.adapter,
     }

@@ -20,6 +20,17 @@ from PIL import Image
 from eval_bridge.models.fingerprint import file_digest
 from eval_bridge.samples import Sample
 
+CACHE_ENV = "VLM_TRUST_CACHE"
+
+
+def cache_root() -> Path:
+    """The toolkit's user cache (built models, stand-in classifiers): `$VLM_TRUST_CACHE`, else
+    `$XDG_CACHE_HOME/vlm_trust`, else `~/.cache/vlm_trust`. Never inside the installed package."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "vlm_trust"
+
 
 def stable_hash(obj: Any) -> str:
     """sha256 (16 hex chars) of a JSON-serialisable object, independent of dict order."""

@@ -93,14 +93,24 @@ class TrustEvalCallback(TrainerCallback):
         self.step_offset = step_offset
         self.stage = stage
         self.worker: subprocess.Popen | None = None
-        self._logged: set[int] = set()
+        self._logged: set[tuple[int, bool]] = set()
         self._last_poll = 0.0
         self._trackers: list = []
 
     # --- training events --------------------------------------------------------------------------------------
 
+    def configure_stage(self, stage: str, *, base_model: str, step_offset: int, evaluate_start: bool) -> None:
+        """Point the callback at the next stage of a multi-stage run (one callback, one worker, one table)."""
+        self.stage, self.base_model = stage, base_model
+        self.step_offset, self.evaluate_start = step_offset, evaluate_start
+
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.run_dir = self.run_dir or Path(args.output_dir)
+        if self.mode == "sync" and args.world_size > 1:
+            raise ValueError(
+                f"mode='sync' evaluates inside one training process, but this run has {args.world_size} processes "
+                "(the others would wait on it, or time out): use mode='worker' (eval_mode worker or auto)"
+            )
         zero3 = _zero3_config(args)
         if zero3 is not None:
             if not zero3.get("stage3_gather_16bit_weights_on_model_save", False):
@@ -162,12 +172,15 @@ class TrustEvalCallback(TrainerCallback):
         table = write_report(self.run_dir, **self.report_options)
         print(table)
 
-    def submit(self, model_dir: str | Path, step: int, stage: str | None = None) -> None:
-        """Queue a model directory saved outside the trainer's checkpoints (e.g. a stage's merged final model)."""
+    def submit(self, model_dir: str | Path, step: int, stage: str | None = None, *, final: bool = False) -> None:
+        """Queue a model directory saved outside the trainer's checkpoints (e.g. a stage's merged final model).
+
+        With `final=True` it gets its own row even when a checkpoint was saved at the same step."""
         if self.run_dir is None:
             raise ValueError("submit() needs run_dir (pass it to TrustEvalCallback or train first)")
         out = Path(model_dir) / "trust_eval"
-        self._submit(Manifest(step, str(model_dir), None, str(out), self.suite, stage=stage or self.stage))
+        manifest = Manifest(step, str(model_dir), None, str(out), self.suite, stage=stage or self.stage, final=final)
+        self._submit(manifest)
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
@@ -216,9 +229,10 @@ class TrustEvalCallback(TrainerCallback):
             return
         for record in completed(self.run_dir):
             step = record["step"]
-            if step in self._logged or record.get("error"):
+            key = (step, record.get("final", False))
+            if key in self._logged or record.get("error"):
                 continue
-            self._logged.add(step)
+            self._logged.add(key)
             metrics = {
                 f"trust/{k}": v
                 for k, v in record["headline"].items()

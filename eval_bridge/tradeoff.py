@@ -40,7 +40,7 @@ def rows(run_dir: str | Path) -> list[dict]:
     for r in records:
         row = {
             "step": r["step"],
-            "stage": r.get("stage", ""),
+            "stage": r.get("stage", "") + (" (final)" if r.get("final") else ""),
             "checkpoint": r.get("adapter") or r["model"],
             "error": r.get("error"),
         }

@@ -7,36 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mitigation.training.config import TrainingConfig
+
 
 @dataclass
-class ResaConfig:
-    """RESA: reasoning-trace SFT, then DPO against harmful compliance and over-refusal (METHODS.md, section 5)."""
+class ResaConfig(TrainingConfig):
+    """RESA: reasoning-trace SFT, then DPO against harmful compliance and over-refusal (METHODS.md, section 5).
 
-    # --- model and run -------------------------------------------------------------------------------------
-    model: str | None = field(
-        default=None,
-        metadata={
-            "help": "Base VLM: a local directory or hub id. Default: the embedded default model, built on "
-            "first use (real SmolLM2-135M-Instruct + a small vision tower aligned on easy-VQA)."
-        },
-    )
+    The shared fields (model, LoRA, precision, trackers, resume, the eval bridge) are `TrainingConfig`'s; the
+    fields below are RESA's own, and a few shared defaults are RESA's CPU recipe."""
+
+    # --- run (RESA's defaults for shared fields) ------------------------------------------------------------
     output_dir: str = field(default="runs/resa", metadata={"help": "Where checkpoints, data and reports go."})
-    seed: int = field(default=0, metadata={"help": "Seed for data, traces, pairs and training."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code shipped with the checkpoint."})
     cache_dir: str = field(default=".cache/resa", metadata={"help": "Generated data and the trust-suite cache."})
-    report_to: str = field(
-        default="wandb",
-        metadata={
-            "help": "Tracker(s), comma-separated (wandb, tensorboard, none). wandb runs offline unless "
-            "WANDB_MODE says otherwise: no account needed."
-        },
-    )
-    resume_from_checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "help": "'last' or a checkpoint path: resume the stage that was interrupted; finished stages are skipped."
-        },
-    )
 
     # --- data ----------------------------------------------------------------------------------------------
     n_harmful_train: int = field(
@@ -62,18 +45,6 @@ class ResaConfig:
     spa_vl_file: str | None = field(default=None, metadata={"help": "Also train on SPA-VL data (parquet/JSON)."})
     jailbreakv_file: str | None = field(default=None, metadata={"help": "Also train on JailBreakV-28K CSV."})
     user_data_root: str | None = field(default=None, metadata={"help": "Image root of the user data files."})
-
-    # --- LoRA ----------------------------------------------------------------------------------------------
-    use_lora: bool = field(default=True, metadata={"help": "LoRA on the language model (else full fine-tuning)."})
-    lora_r: int = field(default=64, metadata={"help": "LoRA rank (METHODS: r 64)."})
-    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (METHODS: 128)."})
-    lora_dropout: float = field(
-        default=0.0, metadata={"help": "LoRA dropout (0 on CPU: dropout costs ~10% of a step there)."}
-    )
-    lora_target_modules: str = field(
-        default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-        metadata={"help": "Comma-separated module names; matched in the language model only."},
-    )
 
     # --- SFT -----------------------------------------------------------------------------------------------
     sft_learning_rate: float = field(
@@ -111,22 +82,7 @@ class ResaConfig:
     dpo_harmful_ratio: float = field(default=0.5, metadata={"help": "Share of pairs on harmful prompts."})
     dpo_save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: at the end only)."})
 
-    logging_steps: int = field(default=5, metadata={"help": "Log losses every N steps."})
-
-    # --- precision / memory --------------------------------------------------------------------------------
-    bf16: bool = field(default=False, metadata={"help": "bfloat16 training (GPUs)."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
-
-    # --- the eval bridge -----------------------------------------------------------------------------------
-    eval_tasks: str = field(
-        default="none",
-        metadata={
-            "help": "Trust-suite tasks run on every checkpoint besides the RESA tracks (e.g. 'safety', "
-            "'all'); 'none' keeps a CPU run short."
-        },
-    )
-    eval_suite: str = field(default="mini", metadata={"help": "mini or full (with eval_data_root)."})
-    eval_data_root: str | None = field(default=None, metadata={"help": "MultiTrust data root for eval_suite=full."})
+    # --- the eval bridge (RESA's defaults) ------------------------------------------------------------------
     eval_max_new_tokens: int = field(
         default=112, metadata={"help": "Generation length: template traces (reasoning + answer) take 60-110 tokens."}
     )
@@ -137,13 +93,3 @@ class ResaConfig:
             "costs are paid once (measured on CPU: one batch of 64 1.47x faster than two of 32)."
         },
     )
-    eval_mode: str = field(default="sync", metadata={"help": "Bridge mode: sync or worker (see the README)."})
-    eval_device: str | None = field(default=None, metadata={"help": "Device for the bridge's evaluations."})
-    eval_judge: str | None = field(default=None, metadata={"help": "LLM judge spec for judged tasks."})
-
-    def lora_targets(self) -> list[str]:
-        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
-
-    def trackers(self) -> list[str]:
-        names = [t.strip() for t in self.report_to.split(",") if t.strip()]
-        return [] if names == ["none"] else names

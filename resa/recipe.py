@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from eval_bridge.bridge import SuiteSpec
-from eval_bridge.callback import TrustEvalCallback
-from eval_bridge.distributed import init_distributed, main_process_first
+from eval_bridge.distributed import main_process_first
 from eval_bridge.reasoning import DEFAULT_FORMAT
+from mitigation.timing import PhaseClock
 from resa.config import ResaConfig
-from resa.timing import PhaseClock
 
 log = logging.getLogger(__name__)
 
@@ -93,60 +91,32 @@ def suite_spec(cfg: ResaConfig, eval_files: dict) -> SuiteSpec:
     )
 
 
-def _use_all_cores(world: int) -> None:
-    """On CPU, give each process its share of the cores: launchers set OMP_NUM_THREADS=1, which halves a 2-core
-    machine for a single-process run."""
-    import torch
-
-    if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-
-
 def run_resa(cfg: ResaConfig) -> str | None:
     """Run the whole recipe; returns the trade-off table (on the main process; None elsewhere)."""
-    from eval_bridge.tradeoff import write_report
-    from resa.stages import run_dpo, run_sft
+    from mitigation.training.pipeline import resolve_base_model, run_stages, start_run
+    from resa.stages import dpo_stage, sft_stage
 
-    if "wandb" in cfg.trackers():
-        os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` later if wanted
-        os.environ.setdefault("WANDB_DIR", cfg.output_dir)
-    rank, world = init_distributed()
-    _use_all_cores(world)
+    start_run(cfg)
     out = Path(cfg.output_dir)
     clock = PhaseClock()
     with main_process_first():
-        if cfg.model is None:
-            from resa.base_model import ensure_base_model
-
-            base = str(ensure_base_model())
-        else:
-            base = cfg.model
+        base = resolve_base_model(cfg)
         clock.lap("base model")
         data = prepare_data(cfg, out)
         clock.lap("data and traces")
-    spec = suite_spec(cfg, data["eval_files"])
-    bridge = dict(mode=cfg.eval_mode, run_dir=str(out), wait_at_end=False)
-
-    sft_bridge = TrustEvalCallback(spec, base_model=base, stage="sft", **bridge)
-    sft_final, sft_steps = run_sft(cfg, base, data["sft"], out / "sft", callbacks=[sft_bridge])
-    if rank == 0:
-        sft_bridge.submit(sft_final, sft_steps, stage="sft")
-    clock.lap("SFT + evaluations")
-
-    dpo_bridge = TrustEvalCallback(
-        spec, base_model=str(sft_final), stage="dpo", evaluate_start=False, step_offset=sft_steps, **bridge
-    )
-    dpo_final, dpo_steps = run_dpo(cfg, str(sft_final), data["dpo"], out / "dpo", callbacks=[dpo_bridge])
-    if rank != 0:
-        return None
-    dpo_bridge.submit(dpo_final, sft_steps + dpo_steps, stage="dpo")
-    for callback in (sft_bridge, dpo_bridge):
-        callback.finish()
-    clock.lap("DPO + evaluations")
+    stages = [sft_stage(cfg, data["sft"]), dpo_stage(cfg, data["dpo"])]
     # Without trust-suite tasks there is no overall score: pick by refusing harm without refusing the benign.
     weights = {"harmful_refusal": 1.0, "over_refusal": -1.0} if cfg.eval_tasks == "none" else None
-    table = write_report(out, weights=weights)
+    _, table = run_stages(
+        cfg,
+        stages,
+        base,
+        suite_spec(cfg, data["eval_files"]),
+        report_weights=weights,
+        on_stage_end=lambda result: clock.lap(f"{result.name.upper()} + evaluations"),
+    )
     clock.lap("report")
-    (out / "timings.json").write_text(json.dumps(clock.laps, indent=1) + "\n")
-    log.info("RESA finished in %.1f min: %s", sum(clock.laps.values()) / 60, clock.summary())
+    if table is not None:
+        (out / "timings.json").write_text(json.dumps(clock.laps, indent=1) + "\n")
+        log.info("RESA finished in %.1f min: %s", sum(clock.laps.values()) / 60, clock.summary())
     return table

@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from eval_bridge.models.adapter import VLM
-    from resa.base_model import MARKER, default_base_dir, ensure_base_model, evaluate_easy_vqa
+    from mitigation.base_model import MARKER, default_base_dir, ensure_base_model, evaluate_easy_vqa
 
     out = args.out or default_base_dir()
     if args.force:

@@ -98,6 +98,61 @@ def _model_class(model_type: str):
     return transformers.AutoModelForImageTextToText
 
 
+def load_pretrained(
+    model: str,
+    adapter: str | None = None,
+    *,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype = torch.float32,
+    revision: str | None = None,
+):
+    """The toolkit's one model loader: `(model, processor)` from a local directory or hub id, plus an optional
+    PEFT adapter on top. Evaluation (`VLM.load`), training (`mitigation.training`) and the base-model build all
+    load through it, so a family works everywhere once it loads here.
+
+    Weights load through `from_pretrained` (safetensors; transformers refuses unsafe pickles), and code shipped
+    with a checkpoint runs only with `trust_remote_code=True`.
+    """
+    from transformers import AutoConfig, AutoProcessor
+
+    common = dict(trust_remote_code=trust_remote_code, revision=revision)
+    if (Path(model) / "adapter_config.json").is_file() and not (Path(model) / "config.json").is_file():
+        raise ValueError(
+            f"{model} is a PEFT adapter directory, not a model: pass its base model as --model and this directory "
+            "as --adapter (the base is named in its adapter_config.json, base_model_name_or_path)"
+        )
+    try:
+        config = AutoConfig.from_pretrained(model, **common)
+    except OSError as err:
+        raise OSError(
+            f"cannot load model {model!r}: {err}. Pass a local directory saved with "
+            "save_pretrained, or a hub id already in the local Hugging Face cache."
+        ) from err
+    model_cls = _model_class(config.model_type)
+    try:
+        net = model_cls.from_pretrained(model, config=config, dtype=dtype, **common)
+    except ValueError as err:
+        raise ValueError(
+            f"{model!r} (model_type {config.model_type!r}) is neither an image-text-to-text model nor a "
+            f"causal LM that transformers knows: {err}. Supported families: "
+            f"{', '.join(FAMILY_CLASSES)}, any AutoModelForImageTextToText or AutoModelForCausalLM model."
+        ) from err
+    processor_source = model
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(
+                f"{adapter} has no adapter_config.json; pass a PEFT adapter directory "
+                "(e.g. a LoRA checkpoint saved by the trainer) as --adapter"
+            )
+        net = PeftModel.from_pretrained(net, adapter)
+        if any((Path(adapter) / f).is_file() for f in ("processor_config.json", "tokenizer_config.json")):
+            processor_source = adapter
+    processor = AutoProcessor.from_pretrained(processor_source, **common)
+    return net, processor
+
+
 class VLM:
     """A vision-language model with its processor, ready for batched chat generation.
 
@@ -147,40 +202,11 @@ class VLM:
             revision: hub revision (branch, tag or commit) for hub ids.
             raw_prompts: send prompts without the chat template (see the class docstring).
         """
-        from transformers import AutoConfig, AutoProcessor
-
         dev = torch.device(device) if device is not None else _default_device()
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or _default_dtype(dev)
-        common = dict(trust_remote_code=trust_remote_code, revision=revision)
-        try:
-            config = AutoConfig.from_pretrained(model, **common)
-        except OSError as err:
-            raise OSError(
-                f"cannot load model {model!r}: {err}. Pass a local directory saved with "
-                "save_pretrained, or a hub id already in the local Hugging Face cache."
-            ) from err
-        model_cls = _model_class(config.model_type)
-        try:
-            net = model_cls.from_pretrained(model, config=config, dtype=torch_dtype, **common)
-        except ValueError as err:
-            raise ValueError(
-                f"{model!r} (model_type {config.model_type!r}) is neither an image-text-to-text model nor a "
-                f"causal LM that transformers knows: {err}. Supported families: "
-                f"{', '.join(FAMILY_CLASSES)}, any AutoModelForImageTextToText or AutoModelForCausalLM model."
-            ) from err
-        processor_source = model
-        if adapter is not None:
-            from peft import PeftModel
-
-            if not (Path(adapter) / "adapter_config.json").is_file():
-                raise FileNotFoundError(
-                    f"{adapter} has no adapter_config.json; pass a PEFT adapter directory "
-                    "(e.g. a LoRA checkpoint saved by the trainer) as --adapter"
-                )
-            net = PeftModel.from_pretrained(net, adapter)
-            if any((Path(adapter) / f).is_file() for f in ("processor_config.json", "tokenizer_config.json")):
-                processor_source = adapter
-        processor = AutoProcessor.from_pretrained(processor_source, **common)
+        net, processor = load_pretrained(
+            model, adapter, trust_remote_code=trust_remote_code, dtype=torch_dtype, revision=revision
+        )
         net.to(dev).eval()
         return cls(net, processor, name=str(model), adapter=str(adapter) if adapter else None, raw_prompts=raw_prompts)
 

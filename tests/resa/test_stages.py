@@ -1,5 +1,5 @@
-"""RESA's SFT and DPO stages on a tiny VLM: real TRL training, parameters move, losses are finite, the DPO
-margin grows on a fixed batch, and a resumed run ends where an uninterrupted one does."""
+"""RESA's SFT and DPO stages through the shared pipeline on a tiny VLM: real TRL training, parameters move,
+losses are finite, the DPO margin grows on a fixed batch, and a resumed run ends where an uninterrupted one does."""
 
 import json
 import math
@@ -10,8 +10,9 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from mitigation.training.pipeline import train_stage
 from resa.config import ResaConfig
-from resa.stages import run_dpo, run_sft
+from resa.stages import dpo_stage, sft_stage
 
 RED = Image.new("RGB", (32, 32), "red")
 
@@ -31,6 +32,16 @@ def tiny_cfg(tmp_path, **overrides):
     )
     base.update(overrides)
     return ResaConfig(**base)
+
+
+def run_sft(cfg, model_dir, rows, out, callbacks=()):
+    result = train_stage(cfg, sft_stage(cfg, rows), model_dir, out, callbacks)
+    return result.final_dir, result.steps
+
+
+def run_dpo(cfg, model_dir, rows, out, callbacks=()):
+    result = train_stage(cfg, dpo_stage(cfg, rows), model_dir, out, callbacks)
+    return result.final_dir, result.steps
 
 
 def user(text, image=True):
@@ -111,86 +122,6 @@ def test_dpo_sft_term_adds_the_chosen_nll(tiny_model_dirs, tmp_path):
         excess[w] = first_logged(tmp_path / str(w) / "dpo") - math.log(2)
     assert excess[0.5] > 0.5  # the NLL of a random tiny model is several nats
     assert excess[1.0] == pytest.approx(2 * excess[0.5], rel=1e-4)
-
-
-def test_scoring_labelled_positions_only_keeps_the_loss(tiny_model_dirs, tmp_path, monkeypatch):
-    import trl.trainer.utils as trl_utils
-
-    import resa.stages
-
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # the hook is undone after the test
-    hook = resa.stages.score_labelled_positions_only
-
-    def one_step(name):
-        out = tmp_path / name
-        run_sft(tiny_cfg(out, sft_max_steps=1), str(tiny_model_dirs["llava"]), SFT_ROWS, out / "sft")
-        return first_logged(out / "sft"), first_logged(out / "sft", "grad_norm")
-
-    monkeypatch.setattr(resa.stages, "score_labelled_positions_only", lambda: False)
-    if getattr(trl_utils._use_triton, "_resa_compact", False):  # installed by an earlier test
-        monkeypatch.setattr(trl_utils, "_use_triton", lambda device: False)
-    assert not trl_utils._use_triton(cpu)
-    every_position = one_step("full")
-    monkeypatch.setattr(resa.stages, "score_labelled_positions_only", hook)
-    labelled_only = one_step("compact")
-    assert trl_utils._use_triton(cpu), "the hook was installed"
-    assert labelled_only == pytest.approx(every_position, rel=1e-5)
-
-
-def test_plain_lm_head_matches_trls_chunked_kernel():
-    from trl.kernels import ChunkedLogProbFunction
-
-    from resa.stages import plain_log_probs
-
-    gen = torch.Generator().manual_seed(0)
-    hidden = torch.randn(37, 16, generator=gen)
-    weight, bias = torch.randn(300, 16, generator=gen), torch.randn(300, generator=gen)
-    targets = torch.randint(0, 300, (37,), generator=gen)
-    targets[:5] = (hidden[:5] @ weight.T + bias).argmax(-1)  # some targets are the top word (the transforms keep order)
-    outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
-    results, grads = [], []
-    for fn in (ChunkedLogProbFunction.apply, plain_log_probs):
-        leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
-        # temperature 0.7, a chunk of 128 words (3 tiles in TRL), softcap 5, logit scale 0.5
-        out = fn(*leaves, targets, 0.7, 128, 5.0, 0.5, outputs)
-        (out[0].sum() + 0.3 * out[1].sum()).backward()  # through the log-probs and the entropy
-        results.append(out)
-        grads.append([t.grad for t in leaves])
-    (trl_log_probs, *trl_rest), (plain_log_probs_, *plain_rest) = results
-    assert torch.allclose(plain_log_probs_, trl_log_probs, atol=1e-5)
-    for trl_value, plain_value in zip(trl_rest, plain_rest, strict=True):
-        if trl_value.dtype == torch.bool:
-            assert torch.equal(plain_value, trl_value) and plain_value.any()
-        else:
-            assert torch.allclose(plain_value, trl_value, atol=1e-5)
-    for trl_grad, plain_grad in zip(*grads, strict=True):
-        assert torch.allclose(plain_grad, trl_grad, atol=1e-4)
-
-
-def test_plain_lm_head_on_cpu_keeps_the_sft_step(tiny_model_dirs, tmp_path, monkeypatch):
-    import trl.trainer.utils as trl_utils
-
-    import resa.stages
-
-    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", trl_utils._ChunkedLogProbFunction)  # undone after
-    hook = resa.stages.plain_lm_head_on_cpu
-
-    def one_step(name):
-        out = tmp_path / name
-        run_sft(tiny_cfg(out, sft_max_steps=1), str(tiny_model_dirs["llava"]), SFT_ROWS, out / "sft")
-        return [first_logged(out / "sft", key) for key in ("loss", "grad_norm", "entropy", "mean_token_accuracy")]
-
-    monkeypatch.setattr(resa.stages, "plain_lm_head_on_cpu", lambda: False)
-    if getattr(trl_utils._ChunkedLogProbFunction, "_resa_plain", False):  # installed by an earlier test
-        from trl.kernels import ChunkedLogProbFunction
-
-        monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", ChunkedLogProbFunction)
-    chunked = one_step("chunked")
-    monkeypatch.setattr(resa.stages, "plain_lm_head_on_cpu", hook)
-    plain = one_step("plain")
-    assert getattr(trl_utils._ChunkedLogProbFunction, "_resa_plain", False), "the hook was installed"
-    assert plain == pytest.approx(chunked, rel=1e-5)
 
 
 class Crash(Exception):

