@@ -110,7 +110,7 @@ def resolve_parts(model: nn.Module, overrides: Mapping[str, str] | None = None) 
     overrides = dict(overrides or {})
     for key, path in overrides.items():
         _check_key(key)
-        if not _exists(base, path):
+        if not path or not _exists(base, path):
             raise ModelPartsError(f"model part {key}={path!r}: {type(base).__name__} has no submodule {path!r}")
     layout = next((parts for _, parts in LAYOUTS if all(_exists(base, p) for p in _paths(parts))), None)
     if layout is None and set(overrides) != set(PART_NAMES):

@@ -157,6 +157,8 @@ def test_overrides_replace_single_parts_and_must_exist(tiny_model_dirs):
     assert parts == ModelParts("model.language_model", "model.vision_tower", "model.multi_modal_projector.linear_2")
     with pytest.raises(ModelPartsError, match=r"projector='model\.connector'"):
         resolve_parts(model, {"projector": "model.connector"})
+    with pytest.raises(ModelPartsError, match="projector=''"):
+        resolve_parts(model, {"projector": ""})
     with pytest.raises(ModelPartsError, match=r"unknown model part 'lm'.*language_model, vision_tower, projector"):
         resolve_parts(model, {"lm": "model.language_model"})
 
