@@ -1,0 +1,1 @@
+"""The data axis: users' safety data in public formats (`loaders`) as neutral `SafetyRecord`s, and data methods."""

@@ -1,0 +1,372 @@
+"""Loaders of users' safety data in common public formats into neutral `SafetyRecord`s (METHODS.md section 4).
+
+- VLGuard (`ys-zong/VLGuard`, `train.json` / `test.json`): a JSON list of {id, image, safe, harmful_category,
+  harmful_subcategory, instr-resp}. An unsafe image gives one harmful record ({instruction, response}); a safe
+  image gives a benign record ({safe_instruction, response}: the response is required) and a harmful one
+  ({unsafe_instruction, response}). Instruction keys are looked up by name, never by dict order.
+- SPA-VL (`sqrti/SPA-VL`): Parquet (columns image, question, chosen, rejected, class1..3; `image` is a path or
+  an HF image struct {bytes, path}) or the JSON/JSONL training files with an image path. SPA-VL's training
+  questions are all built from its harm taxonomy, so records are harmful by default; its `test` config has a
+  `harm` and a `help` split: load `help` with `harmful=False` (chosen is then required and is also the
+  reference response). chosen and rejected are kept on every record (safety_dpo trains on them); class1..3 are
+  the category, subcategory and `source_labels`.
+- JailBreakV-28K: CSV with columns id, jailbreak_query, redteam_query, format, policy, image_path (and `from`,
+  `selected_mini`, `transfer_from_llm`). All rows are harmful; the request is `jailbreak_query` by default (or
+  `redteam_query`), the red-team query is kept as `base_request`, the category is `policy`. FigStep rows are
+  typographic; LLM-transfer rows (Template, Persuade, Logic) carry unrelated images; the rest "image".
+- STAIR-SFT style (`thu-ml/STAIR-SFT`): JSON/JSONL rows with a prompt (`prompt`, `instruction`, `question` or
+  `query`; alpaca `input` appended) and a structured CoT response (`response`, `output`, `answer` or
+  `chosen`) made of `<|Reasoning_step|> Title: ...: ... <|/Reasoning_step|>` blocks and `<|Output|> Final
+  Answer: ... <|/Output|>` (`split_stair_response`). Text-only; the response is kept as written. The label is
+  the row's `type`/`label` field if present ("safety"/"harmful"), otherwise whether the final answer is a
+  refusal.
+
+Every problem raises `eval_bridge.samples.SampleError` naming the file, the row and the field. Image paths are
+resolved under a data root (`resolve_under_root`, default the data file's folder) and must exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from eval_bridge.samples import SampleError, resolve_under_root
+from eval_bridge.tracks import is_refusal
+from mitigation.data.records import SafetyRecord
+
+
+def _text(row: Mapping, key: str, *, source: str, index: int, required: bool = True) -> str | None:
+    value = row.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SampleError(f"expected a non-empty string, got {value!r}", source=source, row=index, field=key)
+    return value.strip()
+
+
+def _optional(value: Any) -> str | None:
+    """A response a record may lack: the stripped string, or None when absent or blank."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _image(ref: Any, data_root, *, source: str, index: int, field: str) -> str:
+    if not isinstance(ref, str) or not ref:
+        raise SampleError(f"expected an image path, got {ref!r}", source=source, row=index, field=field)
+    try:
+        path = resolve_under_root(ref, data_root)
+    except SampleError as err:
+        raise SampleError(str(err), source=source, row=index, field=field) from None
+    if not path.is_file():
+        raise SampleError(
+            f"image file not found: {path}; fix the path or the data root", source=source, row=index, field=field
+        )
+    return str(path)
+
+
+def _read_rows(path: Path) -> Iterable[tuple[int, Any]]:
+    """(row index, record) from a JSON list (0-based) or JSONL file (1-based line numbers)."""
+    if not path.is_file():
+        raise SampleError(f"file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise SampleError(f"invalid JSON ({err.msg})", source=str(path), row=lineno) from None
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SampleError(f"invalid JSON ({err.msg} at line {err.lineno})", source=str(path)) from None
+    if not isinstance(data, list):
+        raise SampleError("expected a JSON list of records", source=str(path))
+    yield from enumerate(data)
+
+
+def _check_object(row: Any, source: str, index: int) -> Mapping:
+    if not isinstance(row, Mapping):
+        raise SampleError(f"expected a JSON object, got {type(row).__name__}", source=source, row=index)
+    return row
+
+
+# ---------------------------------------------------------------- VLGuard
+
+
+def load_vlguard(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> list[SafetyRecord]:
+    """VLGuard `train.json`/`test.json` as records (images resolved under `data_root`, default the file's folder)."""
+    path = Path(path)
+    root = Path(data_root) if data_root is not None else path.parent
+    source, records = str(path), []
+    for index, raw in _read_rows(path):
+        row = _check_object(raw, source, index)
+        rid = str(row.get("id", index))
+        image = _image(row.get("image"), root, source=source, index=index, field="image")
+        safe = row.get("safe")
+        if not isinstance(safe, bool):
+            raise SampleError(f"expected true or false, got {safe!r}", source=source, row=index, field="safe")
+        pairs = row.get("instr-resp")
+        if not isinstance(pairs, list) or not pairs or not all(isinstance(p, Mapping) for p in pairs):
+            raise SampleError(
+                "expected a non-empty list of {instruction, response} objects",
+                source=source,
+                row=index,
+                field="instr-resp",
+            )
+        where = f"vlguard:{path.name}:{index}"
+        if not safe:
+            instruction, response = _find(pairs, "instruction", source, index)
+            category, sub = row.get("harmful_category"), row.get("harmful_subcategory")
+            records.append(
+                SafetyRecord(
+                    f"vlguard-{rid}",
+                    instruction,
+                    (image,),
+                    harmful=True,
+                    category=str(category) if category else None,
+                    subcategory=str(sub) if sub else None,
+                    response=response,
+                    presentation="image",
+                    source=where,
+                    source_labels=tuple(str(x) for x in (category, sub) if x),
+                )
+            )
+            continue
+        safe_instr, safe_resp = _find(pairs, "safe_instruction", source, index, with_response=True)
+        unsafe_instr, unsafe_resp = _find(pairs, "unsafe_instruction", source, index)
+        records.append(
+            SafetyRecord(f"vlguard-{rid}-safe", safe_instr, (image,), harmful=False, response=safe_resp, source=where)
+        )
+        records.append(
+            SafetyRecord(
+                f"vlguard-{rid}-unsafe", unsafe_instr, (image,), harmful=True, response=unsafe_resp, source=where
+            )
+        )
+    return records
+
+
+def _find(pairs: list, key: str, source: str, index: int, *, with_response: bool = False) -> tuple[str, str | None]:
+    """(instruction under `key`, its response) from VLGuard's instr-resp list; the response required if asked."""
+    for i, pair in enumerate(pairs):
+        if key in pair:
+            text = _text(pair, key, source=source, index=index)
+            response = _optional(pair.get("response"))
+            if with_response and response is None:
+                raise SampleError(
+                    "expected a non-empty response", source=source, row=index, field=f"instr-resp[{i}].response"
+                )
+            return text, response
+    raise SampleError(f"no entry with the key {key!r}", source=source, row=index, field="instr-resp")
+
+
+# ---------------------------------------------------------------- SPA-VL
+
+
+def load_spavl(
+    path: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    *,
+    harmful: bool = True,
+    image_dir: str | os.PathLike | None = None,
+) -> list[SafetyRecord]:
+    """SPA-VL Parquet or JSON/JSONL rows as records, with their chosen and rejected responses.
+
+    Args:
+        harmful: the label of every row (SPA-VL train and test `harm`: True; test `help`: False).
+        image_dir: where embedded image bytes (Parquet image structs) are written; required if there are any.
+    """
+    path = Path(path)
+    root = Path(data_root) if data_root is not None else path.parent
+    source = str(path)
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        if not path.is_file():
+            raise SampleError(f"file not found: {path}")
+        rows: Iterable[tuple[int, Any]] = enumerate(pd.read_parquet(path).to_dict(orient="records"))
+    else:
+        rows = _read_rows(path)
+    records = []
+    for index, raw in rows:
+        row = _check_object(raw, source, index)
+        question = _text(row, "question", source=source, index=index)
+        image = _spavl_image(row.get("image"), root, image_dir, source=source, index=index)
+        labels = tuple(str(row[k]).strip() for k in ("class1", "class2", "class3") if row.get(k))
+        # The help split's chosen answer is its reference answer, so it must be there.
+        chosen = _optional(row.get("chosen")) if harmful else _text(row, "chosen", source=source, index=index)
+        records.append(
+            SafetyRecord(
+                f"spavl-{path.stem}-{index}",
+                question,
+                (image,),
+                harmful=harmful,
+                category=_optional(row.get("class1")),
+                subcategory=_optional(row.get("class2")),
+                response=None if harmful else chosen,
+                chosen=chosen,
+                rejected=_optional(row.get("rejected")),
+                presentation="image",
+                source=f"spavl:{path.name}:{index}",
+                source_labels=labels,
+            )
+        )
+    return records
+
+
+def _spavl_image(value: Any, root, image_dir, *, source: str, index: int) -> str:
+    if isinstance(value, Mapping):  # an HF image struct
+        data, ref = value.get("bytes"), value.get("path")
+        if data:
+            if image_dir is None:
+                raise SampleError(
+                    "the image is embedded as bytes; pass image_dir to write it out",
+                    source=source,
+                    row=index,
+                    field="image",
+                )
+            out = Path(image_dir) / f"{hashlib.sha1(bytes(data)).hexdigest()[:16]}.png"
+            if not out.is_file():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(bytes(data))
+            return str(out)
+        value = ref
+    return _image(value, root, source=source, index=index, field="image")
+
+
+# ---------------------------------------------------------------- JailBreakV-28K
+
+_JAILBREAKV_COLUMNS = ("jailbreak_query", "redteam_query", "format", "policy", "image_path")
+_UNRELATED_IMAGE_FORMATS = ("template", "persuade", "logic")  # LLM-transfer attacks: the image is incidental
+
+
+def load_jailbreakv(
+    path: str | os.PathLike, data_root: str | os.PathLike | None = None, *, query: str = "jailbreak_query"
+) -> list[SafetyRecord]:
+    """JailBreakV-28K CSV rows as harmful records (request from the `query` column)."""
+    if query not in ("jailbreak_query", "redteam_query"):
+        raise ValueError(f"query must be 'jailbreak_query' or 'redteam_query', got {query!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise SampleError(f"file not found: {path}")
+    root = Path(data_root) if data_root is not None else path.parent
+    source, records = str(path), []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in _JAILBREAKV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SampleError(
+                f"missing columns {missing}; expected {list(_JAILBREAKV_COLUMNS)}",
+                source=source,
+                row=1,
+                field=missing[0],
+            )
+        for lineno, row in enumerate(reader, start=2):  # row = line number in the file (header is line 1)
+            prompt = _text(row, query, source=source, index=lineno)
+            redteam = _text(row, "redteam_query", source=source, index=lineno)
+            image = _image(row.get("image_path"), root, source=source, index=lineno, field="image_path")
+            fmt, policy = (row.get("format") or "").strip(), (row.get("policy") or "").strip()
+            low = fmt.lower()
+            presentation = (
+                "typographic" if low == "figstep" else "unrelated_image" if low in _UNRELATED_IMAGE_FORMATS else "image"
+            )
+            records.append(
+                SafetyRecord(
+                    f"jailbreakv-{row.get('id') or lineno}",
+                    prompt,
+                    (image,),
+                    harmful=True,
+                    category=policy or None,
+                    presentation=presentation,
+                    base_request=redteam,
+                    source=f"jailbreakv:{path.name}:{lineno}",
+                    source_labels=tuple(x for x in (policy, fmt) if x),
+                )
+            )
+    return records
+
+
+# ---------------------------------------------------------------- STAIR-SFT
+
+_PROMPT_KEYS = ("prompt", "instruction", "question", "query")
+_RESPONSE_KEYS = ("response", "output", "answer", "chosen")
+_STEP = re.compile(r"<\|Reasoning_step\|>(.*?)<\|/Reasoning_step\|>", re.S)
+_OUTPUT = re.compile(r"<\|Output\|>(.*?)<\|/Output\|>", re.S)
+_HARMFUL_LABELS = ("safety", "harmful", "unsafe")
+_BENIGN_LABELS = ("helpfulness", "benign", "safe", "helpful")
+
+
+def split_stair_response(text: str) -> tuple[list[tuple[str | None, str]], str] | None:
+    """A STAIR structured response as ([(step title or None, step body)], final answer); None if malformed.
+
+    Malformed: no reasoning step, no output block, or an empty final answer.
+    """
+    steps = []
+    for step in (s.strip() for s in _STEP.findall(text)):
+        match = re.match(r"Title:\s*(.+?):?\s*\n(.*)", step, re.S)
+        steps.append((match.group(1).strip().rstrip(":"), match.group(2).strip()) if match else (None, step))
+    output = _OUTPUT.search(text)
+    if not steps or not output:
+        return None
+    answer = re.sub(r"^\s*Final Answer:\s*", "", output.group(1).strip())
+    return (steps, answer) if answer else None
+
+
+def load_stair_sft(path: str | os.PathLike) -> list[SafetyRecord]:
+    """STAIR-SFT-style rows as text-only records; `response` is the structured response as written."""
+    path = Path(path)
+    source, records = str(path), []
+    for index, raw in _read_rows(path):
+        row = _check_object(raw, source, index)
+        prompt_key = next((k for k in _PROMPT_KEYS if k in row), _PROMPT_KEYS[0])
+        prompt = _text(row, prompt_key, source=source, index=index)
+        extra = row.get("input")
+        if isinstance(extra, str) and extra.strip():
+            prompt = f"{prompt}\n{extra.strip()}"
+        response_key = next((k for k in _RESPONSE_KEYS if k in row), _RESPONSE_KEYS[0])
+        response = _text(row, response_key, source=source, index=index)
+        parts = split_stair_response(response)
+        if parts is None:
+            raise SampleError(
+                "expected <|Reasoning_step|> blocks and an <|Output|> block",
+                source=source,
+                row=index,
+                field=response_key,
+            )
+        records.append(
+            SafetyRecord(
+                f"stair-{row.get('id', index)}",
+                prompt,
+                (),
+                harmful=_stair_label(row, parts[1], source, index),
+                response=response,
+                presentation="text",
+                source=f"stair:{path.name}:{index}",
+            )
+        )
+    return records
+
+
+def _stair_label(row: Mapping, answer: str, source: str, index: int) -> bool:
+    """The row's `type`/`label` as a harm label; without one, whether the final answer refuses."""
+    label = row.get("type", row.get("label"))
+    if label is None:
+        return is_refusal(answer)
+    if isinstance(label, bool):
+        return label
+    if str(label).lower() in _HARMFUL_LABELS:
+        return True
+    if str(label).lower() in _BENIGN_LABELS:
+        return False
+    raise SampleError(
+        f"unknown label {label!r}; use safety/harmful or helpfulness/benign",
+        source=source,
+        row=index,
+        field="type" if "type" in row else "label",
+    )
