@@ -71,8 +71,9 @@ def test_dpo_rows_shape(data):
 def test_dpo_rows_train_one_step_on_tiny_llava(data, tiny_model_dirs, tmp_path):
     import json
 
+    from mitigation.training.pipeline import train_stage
     from resa.config import ResaConfig
-    from resa.stages import run_dpo
+    from resa.stages import dpo_stage
 
     records, traces = data
     pairs = build_pairs(records, traces)
@@ -87,6 +88,6 @@ def test_dpo_rows_train_one_step_on_tiny_llava(data, tiny_model_dirs, tmp_path):
         logging_steps=1,
         dpo_sft_weight=0.0,  # plain DPO: its loss at step 1 is exactly log 2
     )
-    run_dpo(cfg, str(tiny_model_dirs["llava"]), dpo_rows(picked), tmp_path / "dpo")
+    train_stage(cfg, dpo_stage(cfg, dpo_rows(picked)), str(tiny_model_dirs["llava"]), tmp_path / "dpo")
     history = json.loads((tmp_path / "dpo" / "log_history.json").read_text())
     assert next(h["loss"] for h in history if "loss" in h) == pytest.approx(0.6931, abs=1e-3)  # policy == reference

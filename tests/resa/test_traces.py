@@ -194,8 +194,9 @@ def test_sft_rows_shape(records):
 def test_sft_rows_train_one_step_on_tiny_llava(records, tiny_model_dirs, tmp_path):
     import json
 
+    from mitigation.training.pipeline import train_stage
     from resa.config import ResaConfig
-    from resa.stages import run_sft
+    from resa.stages import sft_stage
 
     picked = [r for r in records if r.images][:2] + [r for r in records if not r.images][:2]  # one mixed batch
     traces, _ = build_traces(picked, TemplateTraceBuilder())
@@ -208,6 +209,6 @@ def test_sft_rows_train_one_step_on_tiny_llava(records, tiny_model_dirs, tmp_pat
         lora_alpha=8,
         logging_steps=1,
     )
-    run_sft(cfg, str(tiny_model_dirs["llava"]), sft_rows(picked, traces), tmp_path / "sft")
+    train_stage(cfg, sft_stage(cfg, sft_rows(picked, traces)), str(tiny_model_dirs["llava"]), tmp_path / "sft")
     history = json.loads((tmp_path / "sft" / "log_history.json").read_text())
     assert next(h["loss"] for h in history if "loss" in h) > 0
