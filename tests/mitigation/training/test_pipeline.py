@@ -120,7 +120,7 @@ def test_unknown_stage_settings_are_named(tmp_path):
         Stage("x", "ppo", SFT_ROWS, learning_rate=1e-3)
     with pytest.raises(ValueError, match="no training rows"):
         Stage("x", "sft", [], learning_rate=1e-3)
-    with pytest.raises(ValueError, match="DPOConfig has no field.*betta"):
+    with pytest.raises(ValueError, match=r"DPOConfig has no field.*betta"):
         training_args(cfg(tmp_path), Stage("x", "dpo", DPO_ROWS, learning_rate=1e-3, args={"betta": 0.1}), tmp_path)
 
 
@@ -130,7 +130,7 @@ def test_sync_evaluation_is_refused_under_ddp(tmp_path):
     from eval_bridge.callback import TrustEvalCallback
 
     args = SimpleNamespace(output_dir=str(tmp_path), world_size=2, save_total_limit=None, hf_deepspeed_config=None)
-    with pytest.raises(ValueError, match="mode='sync'.*2 processes.*worker"):
+    with pytest.raises(ValueError, match=r"mode=.sync.*2 processes.*worker"):
         TrustEvalCallback(SuiteSpec(), mode="sync").on_train_begin(args, SimpleNamespace(), None)
 
 
