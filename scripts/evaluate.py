@@ -31,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-tasks", action="store_true", help="print the 32 tasks and exit")
     p.add_argument("--model", help="local model directory or hub id (from the local HF cache)")
     p.add_argument("--adapter", help="PEFT adapter directory on top of --model (e.g. a LoRA checkpoint)")
-    p.add_argument("--method", help="inference-time mitigation id (see mitigation/registry.py)")
+    p.add_argument("--method", help="inference-time mitigation id (see scripts/train_mitigation.py --list-methods)")
+    p.add_argument(
+        "--method-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a field of the --method's config (repeatable), e.g. --method-arg alpha=0.5",
+    )
     p.add_argument("--suite", choices=["mini", "full"], default="mini", help="mini: offline generated (default)")
     p.add_argument("--data-root", help="MultiTrust data folder (the one holding truthfulness/, safety/, ...)")
     p.add_argument("--tasks", help="task ids and/or aspects, e.g. T1,S4 or safety (default: all; none: tracks only)")
@@ -55,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise SystemExit(f"error: --method-arg expects KEY=VALUE, got {item!r}")
+    return key.strip(), value
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if args.list_tasks:
@@ -62,6 +76,9 @@ def main(argv=None) -> None:
         return
     if not args.model or not args.output:
         raise SystemExit("error: --model and --output are required (or use --list-tasks)")
+    if args.method_arg and not args.method:
+        raise SystemExit("error: --method-arg needs --method")
+    method_args = dict(_key_value(item) for item in args.method_arg)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = SuiteConfig(
         suite=args.suite,
@@ -84,7 +101,7 @@ def main(argv=None) -> None:
         if args.method:
             from mitigation.registry import build_inference_method
 
-            method = build_inference_method(args.method)
+            method = build_inference_method(args.method, **method_args)
         scorers = Scorers.from_specs(
             args.judge, args.harmbench_judge, args.refusal_classifier, args.toxicity_classifier, args.toxicity_labels
         )

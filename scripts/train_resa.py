@@ -19,11 +19,17 @@ import sys
 from resa.config import ResaConfig
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> ResaConfig:
+    """The recipe's config from YAML (--config) and flags."""
     from trl import TrlParser
 
     parser = TrlParser((ResaConfig,), description=__doc__)
     (cfg,) = parser.parse_args_and_config(argv)
+    return cfg
+
+
+def main(argv=None) -> None:
+    cfg = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from resa.recipe import run_resa
 

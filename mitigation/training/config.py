@@ -50,7 +50,7 @@ class TrainingConfig:
     lora_r: int = field(default=64, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(
-        default=0.0, metadata={"help": "LoRA dropout (0 on CPU: dropout costs ~10% of a step there)."}
+        default=0.0, metadata={"help": "LoRA dropout (0 on CPU: dropout costs ~10 percent of a step there)."}
     )
     lora_target_modules: str = field(
         default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",

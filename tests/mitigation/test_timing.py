@@ -1,6 +1,6 @@
 """PhaseClock: each lap is the time since the previous one, in order, and is logged."""
 
-from resa import timing
+from mitigation import timing
 
 
 def test_laps_are_the_time_between_calls(monkeypatch):

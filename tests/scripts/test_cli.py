@@ -17,7 +17,9 @@ def run(*args, cwd=REPO):
     return proc
 
 
-@pytest.mark.parametrize("script", ["make_tiny_models.py", "generate.py", "demo.py"])
+@pytest.mark.parametrize(
+    "script", ["make_tiny_models.py", "generate.py", "demo.py", "train_resa.py", "train_mitigation.py"]
+)
 def test_help(script):
     assert "usage" in run(f"scripts/{script}", "--help").stdout
 
