@@ -106,7 +106,7 @@ class TrustEvalCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.run_dir = self.run_dir or Path(args.output_dir)
-        if self.mode == "sync" and args.world_size > 1:
+        if self.mode == "sync" and getattr(args, "world_size", 1) > 1:
             raise ValueError(
                 f"mode='sync' evaluates inside one training process, but this run has {args.world_size} processes "
                 "(the others would wait on it, or time out): use mode='worker' (eval_mode worker or auto)"
