@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from eval_bridge.distributed import barrier
+from mitigation.training.deepspeed import ddp_backend, full_parameters, keep_vision_tower_in_every_step
 from resa.config import ResaConfig
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def _common_args(cfg: ResaConfig, out: Path, *, lr, epochs, max_steps, batch, ac
         report_to=cfg.trackers() or "none",
         max_length=None,  # truncating through image tokens breaks VLMs ("image features and tokens do not match")
         dataloader_num_workers=0,
+        ddp_backend=ddp_backend(),  # "gloo" under DeepSpeed on CPU: else accelerate counts one process
         lr_scheduler_type="cosine",
         warmup_steps=0.05,  # a float below 1 is a ratio of the total steps
     )
@@ -75,14 +77,14 @@ def _finish(trainer, processor, final_dir: Path, lora: bool) -> tuple[Path, int]
     if trainer.args.process_index == 0:
         out = Path(trainer.args.output_dir)
         (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    model = trainer.model
-    if lora:
-        model = model.merge_and_unload()
-    if trainer.args.process_index == 0:
-        final_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(final_dir)
-        processor.save_pretrained(final_dir)
-        (final_dir / DONE).write_text(f"{trainer.state.global_step}\n")
+    with full_parameters(trainer.model) as model:  # ZeRO-3: the whole weights, not this rank's shard
+        if lora:
+            model = model.merge_and_unload()
+        if trainer.args.process_index == 0:
+            final_dir.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(final_dir)
+            processor.save_pretrained(final_dir)
+            (final_dir / DONE).write_text(f"{trainer.state.global_step}\n")
     barrier()  # the other ranks load this directory next
     return final_dir, trainer.state.global_step
 
@@ -190,6 +192,7 @@ def _train(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callbac
         peft_config=_lora_config(cfg) if cfg.use_lora else None,
         callbacks=list(callbacks),
     )
+    keep_vision_tower_in_every_step(trainer, processor)  # ZeRO-3 only: text-only batches would desync the ranks
     trainer.train(resume_from_checkpoint=_resume_arg(cfg, out))
     return _finish(trainer, processor, out / "final", cfg.use_lora)
 

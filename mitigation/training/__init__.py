@@ -1,0 +1,1 @@
+"""The shared training layer: model parts by family, and the pipeline every trained method and RESA use."""
