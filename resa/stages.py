@@ -192,7 +192,7 @@ def _train(cfg: ResaConfig, model_dir: str, rows: list[dict], out: Path, callbac
         peft_config=_lora_config(cfg) if cfg.use_lora else None,
         callbacks=list(callbacks),
     )
-    keep_vision_tower_in_every_step(trainer, processor)  # ZeRO-3 only: text-only batches would desync the ranks
+    keep_vision_tower_in_every_step(trainer, processor)  # DeepSpeed: text-only batches would desync the ranks
     trainer.train(resume_from_checkpoint=_resume_arg(cfg, out))
     return _finish(trainer, processor, out / "final", cfg.use_lora)
 

@@ -7,9 +7,10 @@ Three things the TRL/transformers/accelerate stack does not do by itself here:
   rank is process 0. The "auto" batch fields of the DeepSpeed config are filled for one process, and DeepSpeed
   stops before the first step ("train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step *
   world_size 2 != 2 * 1 * 2"). `ddp_backend()` names the backend so the training arguments see every process.
-- Under ZeRO-3 every module's weights are gathered collectively when it runs, so every rank must run the same
-  modules in the same order. A text-only batch (TRL passes `pixel_values=None`) skips the vision tower, and a
-  step where one rank's batch has images and the other's has none stops in a collective-size mismatch.
+- DeepSpeed reduces gradients in buckets as they become ready (ZeRO-1/2), and under ZeRO-3 also gathers each
+  module's weights when it runs, so every rank must run the same modules in the same order. A text-only batch
+  (TRL passes `pixel_values=None`) skips the vision tower, and a step where one rank's batch has images and
+  the other's has none stops in a collective-size mismatch (ZeRO-3; ZeRO-2 once the vision tower trains).
   `run_vision_tower_every_step()` passes a blank image through the vision tower and projector of text-only
   batches and adds 0 x its features to the token embeddings: the same modules run in the same order on every
   rank, and the loss and gradients are unchanged.
@@ -70,20 +71,16 @@ def zero_stage(trainer) -> int | None:
 
 
 def keep_vision_tower_in_every_step(trainer, processor) -> None:
-    """Under ZeRO-3, make the policy (and DPO's reference model) run the vision tower on text-only batches too.
+    """Under DeepSpeed, make the policy (and DPO's reference model) run the vision tower on text-only batches too.
 
-    A no-op under ZeRO-0/1/2 and without DeepSpeed. See `run_vision_tower_every_step`.
+    A no-op without DeepSpeed, with one process, or for a model without a vision tower. See
+    `run_vision_tower_every_step`.
     """
-    if zero_stage(trainer) != 3:
+    if zero_stage(trainer) is None or trainer.args.world_size < 2:
         return
     for model in (trainer.model, getattr(trainer, "ref_model", None)):
-        if model is not None and not run_vision_tower_every_step(model, processor):
-            raise ValueError(
-                f"{type(model).__name__} has no module with `get_image_features` and `get_input_embeddings`: "
-                "under ZeRO-3 its vision tower cannot be run on text-only batches, and a step that mixes batches "
-                "with and without images across ranks would stop in a collective mismatch. Train with ZeRO-2 "
-                "(configs/accelerate/deepspeed_zero2.yaml), or give every training example an image"
-            )
+        if model is not None:
+            run_vision_tower_every_step(model, processor)  # False for a text-only model: nothing to keep in step
 
 
 def _vision_language_backbone(model: torch.nn.Module) -> torch.nn.Module | None:
