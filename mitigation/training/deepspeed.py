@@ -144,5 +144,7 @@ def run_vision_tower_every_step(model: torch.nn.Module, processor) -> bool:
 
     backbone.register_forward_pre_hook(before_backbone, with_kwargs=True)
     backbone.register_forward_hook(after_backbone, with_kwargs=True)
-    backbone.get_decoder().register_forward_pre_hook(before_decoder, with_kwargs=True)
+    # prepend: the blank image must run before any other pre-hook of the decoder (e.g. DeepSpeed's, which
+    # fetches the decoder's weights), as real image features are computed before the decoder is entered.
+    backbone.get_decoder().register_forward_pre_hook(before_decoder, with_kwargs=True, prepend=True)
     return True
