@@ -110,6 +110,8 @@ def training_args(cfg: TrainingConfig, stage: Stage, out: Path):
     """The stage's `SFTConfig` / `DPOConfig`: the shared fields from `cfg`, the stage's own from `stage`."""
     from trl import DPOConfig, SFTConfig
 
+    from mitigation.training.deepspeed import ddp_backend
+
     common = dict(
         output_dir=str(out),
         learning_rate=stage.learning_rate,
@@ -129,6 +131,7 @@ def training_args(cfg: TrainingConfig, stage: Stage, out: Path):
         dataloader_num_workers=0,
         lr_scheduler_type="cosine",
         warmup_steps=0.05,  # a float below 1 is a ratio of the total steps
+        ddp_backend=ddp_backend(),  # several CPU processes under DeepSpeed: see mitigation/training/deepspeed.py
     )
     config_cls = SFTConfig if stage.kind == "sft" else DPOConfig
     unknown = sorted(set(stage.args) - set(config_cls.__dataclass_fields__))
@@ -176,14 +179,16 @@ def save_final(trainer, processor, final_dir: Path, *, lora: bool) -> None:
 
     Every rank takes part (under DeepSpeed ZeRO-3 the full weights are gathered collectively); rank 0 writes.
     """
-    from mitigation.training.deepspeed import full_model_for_save
+    from mitigation.training.deepspeed import full_parameters
 
-    model = full_model_for_save(trainer, merge_lora=lora)
-    if trainer.args.process_index == 0:
-        final_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(final_dir)
-        processor.save_pretrained(final_dir)
-        (final_dir / DONE).write_text(f"{trainer.state.global_step}\n")
+    with full_parameters(trainer.model) as model:
+        if lora:
+            model = model.merge_and_unload()
+        if trainer.args.process_index == 0:
+            final_dir.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(final_dir)
+            processor.save_pretrained(final_dir)
+            (final_dir / DONE).write_text(f"{trainer.state.global_step}\n")
     barrier()  # the other ranks load this directory next
 
 
@@ -191,6 +196,7 @@ def train_stage(cfg: TrainingConfig, stage: Stage, model_dir: str, out: Path, ca
     """Train one stage from `model_dir` (resuming if asked), save its final model; a finished stage is skipped."""
     from datasets import Dataset
 
+    from mitigation.training.deepspeed import keep_vision_tower_in_every_step
     from mitigation.training.trl_hooks import cpu_lm_head_speedups
 
     if done := finished(out):
@@ -209,6 +215,7 @@ def train_stage(cfg: TrainingConfig, stage: Stage, model_dir: str, out: Path, ca
     if getattr(trainer_cls, "accepts_ref_cache_dir", False):
         kwargs["ref_cache_dir"] = str(Path(cfg.cache_dir) / "reference-logps")
     trainer = trainer_cls(**kwargs)
+    keep_vision_tower_in_every_step(trainer, processor)  # DeepSpeed: the same modules on every rank, every step
     with cpu_lm_head_speedups():
         trainer.train(resume_from_checkpoint=_resume_arg(cfg, out))
     if trainer.args.process_index == 0:
