@@ -43,10 +43,25 @@ def _is_adapter_dir(path: Path) -> bool:
     return (path / "adapter_config.json").is_file()
 
 
+def _accelerate_deepspeed_config() -> dict:
+    """The DeepSpeed config of accelerate's DeepSpeed plugin (`accelerate launch --config_file <deepspeed yaml>`)."""
+    try:
+        from accelerate.state import AcceleratorState
+    except ImportError:
+        return {}
+    if not AcceleratorState._shared_state:  # no accelerator yet: reading the state would create one
+        return {}
+    plugin = getattr(AcceleratorState(), "deepspeed_plugin", None)
+    return getattr(plugin, "deepspeed_config", None) or {}
+
+
 def _zero3_config(args) -> dict | None:
-    """The DeepSpeed ZeRO-3 section of the training arguments, if training under ZeRO-3."""
+    """The DeepSpeed ZeRO-3 section of the run's DeepSpeed config, if training under ZeRO-3.
+
+    The config is on the training arguments when they name it (`deepspeed=...`), and on accelerate's DeepSpeed
+    plugin when `accelerate launch` does (the shipped configs/accelerate/deepspeed_zero3.yaml)."""
     hf_ds = getattr(args, "hf_deepspeed_config", None)
-    config = getattr(hf_ds, "config", None) or {}
+    config = getattr(hf_ds, "config", None) or _accelerate_deepspeed_config()
     zero = config.get("zero_optimization", {})
     return zero if zero.get("stage") == 3 else None
 

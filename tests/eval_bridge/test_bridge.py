@@ -157,6 +157,27 @@ def test_zero3_without_gathered_weights_is_refused():
         TrustEvalCallback(mode="sync").on_train_begin(args, state, None)
 
 
+def test_zero3_under_accelerate_launch_is_read_from_the_deepspeed_plugin(monkeypatch):
+    """`accelerate launch --config_file deepspeed_zero3.yaml` puts the config on accelerate's plugin, not on the
+    training arguments: the refusals must see it there too."""
+    import accelerate.state
+
+    plugin = types.SimpleNamespace(deepspeed_config={"zero_optimization": {"stage": 3}})
+
+    class State:
+        _shared_state = types.MappingProxyType({"initialised": True})
+        deepspeed_plugin = plugin
+
+    monkeypatch.setattr(accelerate.state, "AcceleratorState", State)
+    args = types.SimpleNamespace(hf_deepspeed_config=None, output_dir="x", save_total_limit=None)
+    state = types.SimpleNamespace(is_world_process_zero=True, global_step=0)
+    with pytest.raises(ValueError, match="stage3_gather_16bit_weights_on_model_save"):
+        TrustEvalCallback().on_train_begin(args, state, None)
+    plugin.deepspeed_config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
+    with pytest.raises(ValueError, match="can hang under ZeRO-3"):
+        TrustEvalCallback(mode="sync").on_train_begin(args, state, None)
+
+
 def test_results_reach_the_tracker_keyed_by_checkpoint_step(tiny_model_dirs, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
