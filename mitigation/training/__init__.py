@@ -1,0 +1,1 @@
+"""Shared training layer: the pipeline, trainers built on TRL and their helpers."""
