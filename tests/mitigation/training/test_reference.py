@@ -191,7 +191,7 @@ def test_cache_is_reused_and_invalidated_by_data_or_model(tiny_model_dirs, tmp_p
     second = precomputed(model_dir, tmp_path)  # same model, rows, settings: read from disk
     assert len(calls) == 2
     for column in ("ref_chosen_logps", "ref_rejected_logps"):
-        assert second.train_dataset[column] == first.train_dataset[column]
+        assert list(second.train_dataset[column]) == list(first.train_dataset[column])
 
     changed_rows = [dict(r) for r in ROWS]
     changed_rows[2] = dict(ROWS[2], images=[Image.new("RGB", (48, 40), "green")])  # only an image differs
@@ -256,3 +256,89 @@ def test_lora_keeps_trls_adapter_disabled_reference(tiny_model_dirs, tmp_path):
     assert not (tmp_path / "cache").exists()
     trainer.train()
     assert trainer.state.global_step == 3
+
+
+def test_evaluation_uses_the_precomputed_reference(tiny_model_dirs, tmp_path):
+    model_dir = tiny_model_dirs["llava"]
+    model, processor = load(model_dir)
+    ours = PrecomputedRefDPOTrainer(
+        model=model,
+        args=config(tmp_path / "run", per_device_eval_batch_size=2),
+        train_dataset=Dataset.from_list(ROWS),
+        eval_dataset=Dataset.from_list(ROWS[:2]),  # precomputed at init, as TRL does for text
+        processing_class=processor,
+        ref_cache_dir=str(tmp_path / "cache"),
+    )
+    theirs = in_memory(model_dir, tmp_path, per_device_eval_batch_size=2)
+    for trainer in (ours, theirs):
+        perturb(trainer.model)
+    at_init = ours.evaluate()["eval_loss"]
+    handed_in = ours.evaluate(Dataset.from_list(ROWS[:2]))["eval_loss"]  # computed on the spot (step 0)
+    assert at_init == pytest.approx(theirs.evaluate(Dataset.from_list(ROWS[:2]))["eval_loss"], abs=1e-6)
+    assert handed_in == pytest.approx(at_init, abs=1e-6) and abs(at_init - math.log(2)) > 1e-3
+
+
+WORKER = """
+import json, sys
+from datasets import load_from_disk
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from trl import DPOConfig
+from mitigation.training.reference import PrecomputedRefDPOTrainer
+
+model_dir, data_dir, out = sys.argv[1:4]
+rows = []
+original = PrecomputedRefDPOTrainer.reference_terms
+def counting(self, model, batch):
+    rows.append(batch["input_ids"].shape[0] // 2)  # the batch is [chosen..., rejected...]
+    return original(self, model, batch)
+PrecomputedRefDPOTrainer.reference_terms = counting
+for attempt in ("first", "second"):
+    trainer = PrecomputedRefDPOTrainer(
+        model=AutoModelForImageTextToText.from_pretrained(model_dir),
+        args=DPOConfig(output_dir=out + "/run", per_device_train_batch_size=1, use_cpu=True, bf16=False,
+                       report_to="none", max_length=None, disable_tqdm=True),
+        train_dataset=load_from_disk(data_dir),
+        processing_class=AutoProcessor.from_pretrained(model_dir),
+        ref_cache_dir=out + "/cache",
+    )
+    acc = trainer.accelerator
+    data = trainer.train_dataset
+    result = {"world": acc.num_processes, "rows": sum(rows), "ref_model": trainer.ref_model is not None,
+              "chosen": list(data["ref_chosen_logps"]), "rejected": list(data["ref_rejected_logps"])}
+    with open(f"{out}/{attempt}-rank{acc.process_index}.json", "w") as f:
+        json.dump(result, f)
+    rows.clear()
+"""
+
+
+def test_two_processes_each_compute_their_shard_and_share_one_cache(tiny_model_dirs, tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model_dir = tiny_model_dirs["llava"]
+    Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "data"))
+    (tmp_path / "worker.py").write_text(WORKER)
+    repo = Path(__file__).resolve().parents[3]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    with socket.socket() as sock:  # a free port: other test runs may share this machine
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    cmd += [str(tmp_path / "worker.py"), str(model_dir), str(tmp_path / "data"), str(tmp_path)]
+    subprocess.run(cmd, check=True, env=env, cwd=tmp_path, timeout=600)
+
+    single = precomputed(model_dir, tmp_path / "single", per_device_train_batch_size=1).train_dataset
+    first = [json.loads((tmp_path / f"first-rank{r}.json").read_text()) for r in (0, 1)]
+    second = [json.loads((tmp_path / f"second-rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in first] == [2, 2]
+    assert [r["rows"] for r in first] == [2, 2], "each rank computed its half of the 4 rows"
+    assert [r["rows"] for r in second] == [0, 0], "the second trainer read the cache on both ranks"
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+    for result in first + second:
+        assert not result["ref_model"]
+        assert result["chosen"] == pytest.approx(list(single["ref_chosen_logps"]), abs=1e-5)
+        assert result["rejected"] == pytest.approx(list(single["ref_rejected_logps"]), abs=1e-5)
