@@ -80,8 +80,13 @@ class StepTimer:
         self.times.append(time.perf_counter() - self._start)
 
 
-def measure(config: str, model_dir: str, steps: int, batch: int, n_rows: int, out_dir: str) -> dict:
+def measure(config: str, model_dir: str, steps: int, batch: int, n_rows: int, out_dir: str, hooks: bool) -> dict:
     """Run one configuration in this process and return its figures."""
+    if hooks:  # the CPU speed-ups RESA installs on TRL's fused LM head (resa/stages.py), for every configuration
+        from resa.stages import plain_lm_head_on_cpu, score_labelled_positions_only
+
+        score_labelled_positions_only()
+        plain_lm_head_on_cpu()
     import torch
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
@@ -153,6 +158,7 @@ def run_isolated(config: str, model_dir: str, args, work: Path) -> dict:
     result = work / f"{config}.json"
     cmd = [sys.executable, __file__, "--worker", config, "--model", model_dir, "--result", str(result)]
     cmd += ["--steps", str(args.steps), "--batch", str(args.batch), "--rows", str(args.rows)]
+    cmd += ["--cpu-hooks"] if args.cpu_hooks else []
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
     return json.loads(result.read_text())
 
@@ -202,17 +208,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per configuration (first = warm-up)")
     parser.add_argument("--batch", type=int, default=4, help="preference pairs (SFT rows) per step")
     parser.add_argument("--rows", type=int, default=16, help="rows in the dataset")
+    parser.add_argument("--cpu-hooks", action="store_true", help="install RESA's CPU LM-head hooks in every run")
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dpo-memory-") as tmp:
         work = Path(tmp)
         if args.worker:
-            figures = measure(args.worker, args.model, args.steps, args.batch, args.rows, str(work / "out"))
+            out = str(work / "out")
+            figures = measure(args.worker, args.model, args.steps, args.batch, args.rows, out, args.cpu_hooks)
             Path(args.result).write_text(json.dumps(figures))
             return
         model_dir = resolve_model(args.model, work)
-        print(f"model {model_dir}: {args.steps} steps, batch {args.batch}, {args.rows} rows, float32")
+        hooks = ", RESA CPU hooks" if args.cpu_hooks else ""
+        print(f"model {model_dir}: {args.steps} steps, batch {args.batch}, {args.rows} rows, float32{hooks}")
         report({config: run_isolated(config, model_dir, args, work) for config in CONFIGS})
 
 
