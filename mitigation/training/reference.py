@@ -129,6 +129,11 @@ class PrecomputedRefDPOTrainer(DPOTrainer):
             name = model if isinstance(model, str) else model.config._name_or_path
             args = DPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-DPO")
         self._precompute_ref = ref_model is None and peft_config is None and not is_peft_model(model)
+        if self._precompute_ref and args.sync_ref_model:
+            raise ValueError(
+                "`sync_ref_model=True` updates the reference during training, so it cannot be precomputed. Use "
+                "`trl.DPOTrainer` (which keeps the reference in memory) or set `sync_ref_model=False`."
+            )
         if self._precompute_ref:
             args = copy.copy(args)  # the caller's config is left as it was
             args.precompute_ref_log_probs = False  # turned on once TRL's vision check is passed (see below)
