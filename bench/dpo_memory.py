@@ -67,17 +67,23 @@ def preference_rows(n: int) -> list[dict]:
 
 
 class StepTimer:
-    """A `TrainerCallback` that records the wall time of every optimizer step."""
+    """A `TrainerCallback` that records the wall time and the process CPU time of every optimizer step.
+
+    CPU time (all threads of this process) is the steadier figure on a shared machine: other processes stretch
+    the wall time of a step, not the CPU time it uses.
+    """
 
     def __init__(self):
         self.times: list[float] = []
-        self._start = 0.0
+        self.cpu_times: list[float] = []
+        self._start = self._cpu_start = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.times.append(time.perf_counter() - self._start)
+        self.cpu_times.append(time.process_time() - self._cpu_start)
 
 
 def measure(config: str, model_dir: str, steps: int, batch: int, n_rows: int, out_dir: str, hooks: bool) -> dict:
@@ -137,13 +143,16 @@ def measure(config: str, model_dir: str, steps: int, batch: int, n_rows: int, ou
             **extra,
         )
     init_s = time.perf_counter() - start
+    init_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # loading + the reference pass or copy
     trainer.train()
     warm = timer.times[1:] or timer.times
     figures = {
         "config": config,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux reports KiB
         "imports_rss_bytes": imports_peak,
+        "init_peak_rss_bytes": init_peak,
         "step_s": statistics.median(warm),
+        "step_cpu_s": statistics.median(timer.cpu_times[1:] or timer.cpu_times),
         "init_s": init_s,
         "steps": len(timer.times),
         "has_ref_model": getattr(trainer, "ref_model", None) is not None,
@@ -178,15 +187,15 @@ def resolve_model(name: str | None, work: Path) -> str:
 
 def report(results: dict[str, dict]) -> None:
     gib = 1024**3
-    header = ("configuration", "peak RSS GiB", "above imports", "step s", "init s", "ref model")
-    print("{:<22} {:>12} {:>13} {:>8} {:>8} {:>9}".format(*header))
+    header = ("configuration", "peak RSS GiB", "above imports", "after init", "step s", "step CPU s", "init s", "ref")
+    print("{:<22} {:>12} {:>13} {:>10} {:>8} {:>10} {:>8} {:>5}".format(*header))
     for config in CONFIGS:
         r = results[config]
         r["above_imports_bytes"] = r["peak_rss_bytes"] - r["imports_rss_bytes"]
-        peak, above = r["peak_rss_bytes"] / gib, r["above_imports_bytes"] / gib
+        peak, above, init = (r[k] / gib for k in ("peak_rss_bytes", "above_imports_bytes", "init_peak_rss_bytes"))
         print(
-            f"{config:<22} {peak:>12.3f} {above:>13.3f} {r['step_s']:>8.2f} {r['init_s']:>8.2f} "
-            f"{r['has_ref_model']!s:>9}"
+            f"{config:<22} {peak:>12.3f} {above:>13.3f} {init:>10.3f} {r['step_s']:>8.2f} {r['step_cpu_s']:>10.2f} "
+            f"{r['init_s']:>8.2f} {r['has_ref_model']!s:>5}"
         )
     sft, ref, pre = (results[c] for c in CONFIGS)
     for key, what in (
@@ -194,6 +203,7 @@ def report(results: dict[str, dict]) -> None:
         ("above_imports_bytes", "peak above imports"),
         ("cuda_peak_bytes", "CUDA peak"),
         ("step_s", "step time"),
+        ("step_cpu_s", "step CPU time"),
     ):
         if key not in sft:
             continue
