@@ -75,8 +75,8 @@ def preference_rows(n: int) -> list[dict]:
 class StepTimer:
     """A `TrainerCallback` that records the wall time and the process CPU time of every optimizer step.
 
-    CPU time (all threads of this process) is the steadier figure on a shared machine: other processes stretch
-    the wall time of a step, not the CPU time it uses.
+    On a machine shared with other jobs neither is clean: waiting stretches the wall time, and the OpenMP threads'
+    spin-waiting stretches the CPU time too. Compare step times only on an otherwise idle machine.
     """
 
     def __init__(self):
