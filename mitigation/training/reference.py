@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import torch
 from accelerate.utils import broadcast_object_list, is_peft_model
 from datasets import Dataset, IterableDataset
@@ -58,8 +59,6 @@ def dataset_digest(dataset: Dataset) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(dataset.features.to_dict(), sort_keys=True).encode())
     h.update(str(len(dataset)).encode())
-    import pyarrow as pa
-
     for batch in dataset.with_format("arrow").iter(batch_size=1000):
         sink = pa.BufferOutputStream()
         table = batch.replace_schema_metadata(None)  # the features are hashed above
