@@ -156,6 +156,13 @@ def _trainer_cls(cfg: TrainingConfig, stage: Stage):
     return DPOTrainer
 
 
+def _precomputes(trainer_cls) -> bool:
+    """Whether the trainer computes the reference log-probs before training (and takes `ref_cache_dir`)."""
+    from mitigation.training.reference import PrecomputedRefDPOTrainer
+
+    return issubclass(trainer_cls, PrecomputedRefDPOTrainer)
+
+
 # --- one stage ---------------------------------------------------------------------------------------------------
 
 
@@ -212,7 +219,8 @@ def train_stage(cfg: TrainingConfig, stage: Stage, model_dir: str, out: Path, ca
         callbacks=list(callbacks),
     )
     trainer_cls = _trainer_cls(cfg, stage)
-    if getattr(trainer_cls, "accepts_ref_cache_dir", False):
+    if _precomputes(trainer_cls):
+        # Next to the run's other caches: a rerun of the same stage on the same data skips the reference pass.
         kwargs["ref_cache_dir"] = str(Path(cfg.cache_dir) / "reference-logps")
     trainer = trainer_cls(**kwargs)
     keep_vision_tower_in_every_step(trainer, processor)  # DeepSpeed: the same modules on every rank, every step

@@ -143,3 +143,20 @@ def test_auto_eval_mode_is_worker_under_several_processes(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     assert eval_mode(TrainingConfig(), 1) == "worker"
     assert eval_mode(TrainingConfig(eval_mode="sync"), 2) == "sync"  # explicit: the callback refuses it under DDP
+
+
+def test_full_fine_tuning_dpo_keeps_no_reference_model(tiny_model_dirs, tmp_path, monkeypatch):
+    """precompute_ref_log_probs=auto: full-parameter DPO through the pipeline precomputes the reference (cached
+    under cache_dir) and trains with no second model; LoRA keeps TRL's adapter-disabled reference."""
+    from mitigation.training import pipeline
+    from mitigation.training.reference import PrecomputedRefDPOTrainer
+
+    built = []
+    real = pipeline._trainer_cls
+    monkeypatch.setattr(pipeline, "_trainer_cls", lambda c, s: built.append(real(c, s)) or built[-1])
+    config = cfg(tmp_path, use_lora=False, cache_dir=str(tmp_path / "cache"))
+    result = train_stage(config, stages()[1], str(tiny_model_dirs["llava"]), tmp_path / "run" / "dpo")
+    assert result.steps == 2 and built == [PrecomputedRefDPOTrainer]
+    assert list((tmp_path / "cache" / "reference-logps").glob("*.safetensors")), "reference log-probs cached"
+    assert cfg(tmp_path).precompute_reference() is False  # LoRA: TRL's own reference, already free
+    assert cfg(tmp_path, use_lora=False, precompute_ref_log_probs="false").precompute_reference() is False
