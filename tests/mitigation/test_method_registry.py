@@ -75,6 +75,13 @@ NOT_AN_ENTRY = 42
 """
 
 
+@pytest.fixture(autouse=True)
+def no_installed_plugins(monkeypatch):
+    """Each test sees only the entry points it declares: the installed metadata declares RESA (once `make install`
+    has run), which would otherwise join every toy registry. `toy_plugin` replaces this with its own answer."""
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [])
+
+
 @pytest.fixture
 def toy_plugin(tmp_path, monkeypatch):
     """The toy plugin importable as `toy_plugin`, and importlib.metadata answering one entry point for it."""

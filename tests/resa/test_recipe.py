@@ -60,12 +60,15 @@ def test_recipe_under_accelerate_two_processes(tiny_model_dirs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert proc.stdout.count("RESA trade-off") == 1  # printed by the main process only
     records = completed(tmp_path / "run")
-    # step 0 (base), the SFT checkpoint at step 2, SFT final (4), DPO final (4 + 2): each evaluated exactly once.
-    assert [(r["step"], r["stage"]) for r in records] == [(0, "base"), (2, "sft"), (4, "sft"), (6, "dpo")]
-    assert [r["error"] for r in records] == [None] * 4, proc.stderr[-3000:]
+    # step 0 (base), the SFT checkpoints at steps 2 and 4, the SFT final model (4, its own row), the DPO final
+    # model (4 + 2): each evaluated exactly once, by the run's one bridge worker (two processes: eval_mode auto).
+    expected = [(0, "base", False), (2, "sft", False), (4, "sft", False), (4, "sft", True), (6, "dpo", True)]
+    assert [(r["step"], r["stage"], r["final"]) for r in records] == expected, proc.stderr[-3000:]
+    assert [r["error"] for r in records] == [None] * 5, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "trust_eval" / "worker.log").is_file()
     assert all({"harmful_refusal", "over_refusal", "utility"} <= set(r["headline"]) for r in records)
     table = (tmp_path / "run" / "trust_eval" / "tradeoff.md").read_text()
-    assert "harmful-refusal-typographic" in table and "| 6 | dpo |" in table
+    assert "harmful-refusal-typographic" in table and "| 6 | dpo (final) |" in table
     best = json.loads((tmp_path / "run" / "trust_eval" / "best_checkpoint.json").read_text())
     assert best["weights"] == {"harmful_refusal": 1.0, "over_refusal": -1.0}
     timings = json.loads((tmp_path / "run" / "timings.json").read_text())
