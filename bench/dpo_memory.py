@@ -94,17 +94,14 @@ class StepTimer:
 
 def measure(config: str, model_dir: str, steps: int, batch: int, n_rows: int, out_dir: str, hooks: bool) -> dict:
     """Run one configuration in this process and return its figures."""
-    if hooks:  # the CPU speed-ups RESA installs on TRL's fused LM head (resa/stages.py), for every configuration
-        from resa.stages import plain_lm_head_on_cpu, score_labelled_positions_only
-
-        score_labelled_positions_only()
-        plain_lm_head_on_cpu()
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
+    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+    from eval_bridge.models.adapter import load_pretrained
     from mitigation.training.reference import PrecomputedRefDPOTrainer
+    from mitigation.training.trl_hooks import cpu_lm_head_speedups
 
     timer = type("Timer", (StepTimer, TrainerCallback), {})()
     cuda = torch.cuda.is_available()
@@ -125,8 +122,7 @@ def measure(config: str, model_dir: str, steps: int, batch: int, n_rows: int, ou
     )
     rows = preference_rows(n_rows)
     imports_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # torch, transformers, TRL: same for all
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(model_dir)
+    model, processor = load_pretrained(model_dir, dtype=torch.float32)
     start = time.perf_counter()
     if config == "sft":
         data = [{"prompt": r["prompt"], "completion": r["chosen"], "images": r["images"]} for r in rows]
@@ -150,7 +146,9 @@ def measure(config: str, model_dir: str, steps: int, batch: int, n_rows: int, ou
         )
     init_s = time.perf_counter() - start
     init_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # loading + the reference pass or copy
-    trainer.train()
+    # The pipeline's CPU speed-ups of TRL's LM head (on in every pipeline stage), for every configuration alike.
+    with cpu_lm_head_speedups(hooks):
+        trainer.train()
     warm = timer.times[1:] or timer.times
     figures = {
         "config": config,
@@ -173,7 +171,7 @@ def run_isolated(config: str, model_dir: str, args, work: Path) -> dict:
     result = work / f"{config}.json"
     cmd = [sys.executable, __file__, "--worker", config, "--model", model_dir, "--result", str(result)]
     cmd += ["--steps", str(args.steps), "--batch", str(args.batch), "--rows", str(args.rows)]
-    cmd += ["--cpu-hooks"] if args.cpu_hooks else []
+    cmd += [] if args.cpu_hooks else ["--no-cpu-hooks"]
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
     return json.loads(result.read_text())
 
@@ -183,7 +181,7 @@ def resolve_model(name: str | None, work: Path) -> str:
         from eval_bridge.models.tiny import save_tiny_vlm
 
         return str(save_tiny_vlm("llava", work / "tiny-llava"))
-    from resa.base_model import default_base_dir, is_built
+    from mitigation.base_model import default_base_dir, is_built
 
     path = Path(name) if name else default_base_dir()
     if name is None and not is_built(path):
@@ -224,7 +222,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per configuration (first = warm-up)")
     parser.add_argument("--batch", type=int, default=4, help="preference pairs (SFT rows) per step")
     parser.add_argument("--rows", type=int, default=16, help="rows in the dataset")
-    parser.add_argument("--cpu-hooks", action="store_true", help="install RESA's CPU LM-head hooks in every run")
+    parser.add_argument(
+        "--no-cpu-hooks",
+        dest="cpu_hooks",
+        action="store_false",
+        help="leave TRL's LM head as it is (the pipeline's CPU speed-ups, mitigation/training/trl_hooks.py, are on "
+        "by default, as in every pipeline stage)",
+    )
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,7 +240,7 @@ def main() -> None:
             Path(args.result).write_text(json.dumps(figures))
             return
         model_dir = resolve_model(args.model, work)
-        hooks = ", RESA CPU hooks" if args.cpu_hooks else ""
+        hooks = ", the pipeline's CPU LM-head speed-ups" if args.cpu_hooks else ", TRL's LM head as it is"
         print(f"model {model_dir}: {args.steps} steps, batch {args.batch}, {args.rows} rows, float32{hooks}")
         report({config: run_isolated(config, model_dir, args, work) for config in CONFIGS})
 
