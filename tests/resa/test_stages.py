@@ -6,15 +6,13 @@ import math
 
 import pytest
 import torch
-from PIL import Image
+from chat_rows import RED, assistant, user
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from mitigation.training.pipeline import train_stage
 from resa.config import ResaConfig
 from resa.stages import dpo_stage, sft_stage
-
-RED = Image.new("RGB", (32, 32), "red")
 
 
 def tiny_cfg(tmp_path, **overrides):
@@ -42,14 +40,6 @@ def run_sft(cfg, model_dir, rows, out, callbacks=()):
 def run_dpo(cfg, model_dir, rows, out, callbacks=()):
     result = train_stage(cfg, dpo_stage(cfg, rows), model_dir, out, callbacks)
     return result.final_dir, result.steps
-
-
-def user(text, image=True):
-    return {"role": "user", "content": ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]}
-
-
-def assistant(text):
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
 SFT_ROWS = [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from PIL import Image
+from chat_rows import RED, assistant, user
 
 from eval_bridge.bridge import SuiteSpec, completed
 from eval_bridge.models.adapter import VLM, GenerationSettings, load_pretrained
@@ -14,17 +14,6 @@ from eval_bridge.samples import Sample
 from mitigation.training.config import TrainingConfig
 from mitigation.training.parts import part_parameters
 from mitigation.training.pipeline import Stage, run_stages, train_stage
-
-RED = Image.new("RGB", (32, 32), "red")
-
-
-def user(text, image=True):
-    return {"role": "user", "content": ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]}
-
-
-def assistant(text):
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
-
 
 SFT_ROWS = [
     {"messages": [user(f"What colour is it? {i}", i % 2 == 0), assistant("It is red.")], "images": [RED] * (i % 2 == 0)}

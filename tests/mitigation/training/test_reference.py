@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from chat_rows import RED, assistant, user
 from datasets import Dataset
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -14,16 +15,7 @@ from trl import DPOConfig, DPOTrainer
 
 from mitigation.training.reference import PrecomputedRefDPOTrainer, dataset_digest
 
-RED = Image.new("RGB", (32, 32), "red")
 BLUE = Image.new("RGB", (48, 40), "blue")
-
-
-def user(text, image=True):
-    return {"role": "user", "content": ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]}
-
-
-def assistant(text):
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
 ROWS = [

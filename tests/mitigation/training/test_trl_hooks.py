@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import trl.trainer.utils as trl_utils
-from PIL import Image
+from chat_rows import RED
 from trl.kernels import ChunkedLogProbFunction
 
 from mitigation.training import trl_hooks
@@ -14,7 +14,6 @@ from mitigation.training.pipeline import Stage, train_stage
 from mitigation.training.trl_hooks import cpu_lm_head_speedups, plain_log_probs
 from resa.config import ResaConfig
 
-RED = Image.new("RGB", (32, 32), "red")
 ROWS = [
     {
         "messages": [
