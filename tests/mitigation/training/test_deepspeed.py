@@ -216,3 +216,22 @@ def test_zero3_full_sft_then_dpo_saves_the_gathered_weights(tiny_model_dirs, tmp
     changed = [k for k in final if not torch.equal(final[k], base[k])]
     assert any("language_model" in k for k in changed) and any("vision_tower" in k for k in changed), changed
     assert _max_difference(_state_dict(run / "dpo" / "final"), final) > 0, "DPO changed nothing"
+
+
+def test_zero3_lora_merges_the_gathered_adapter(tiny_model_dirs, tmp_path):
+    """ZeRO-3 + LoRA: the final model is the base plus the trained adapter, merged from gathered (not sharded)
+    weights; it equals the last checkpoint's adapter merged on one process."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed not installed (DS_BUILD_OPS=0 pip install deepspeed)")
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    run = tmp_path / "run"
+    proc = _launch(3, 29583, tiny_model_dirs["llava"], run, "--sft_save_steps", "4")
+    expected = [(0, "base", False), (4, "sft", False), (4, "sft", True), (6, "dpo", True)]
+    _assert_evaluated_in_worker_mode(run, expected, proc)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model_dirs["llava"])
+    merged = PeftModel.from_pretrained(base, run / "sft" / "checkpoint-4").merge_and_unload().state_dict()
+    final = _state_dict(run / "sft" / "final")
+    assert all(t.numel() > 0 for t in final.values()), "a partitioned (empty) parameter was saved"
+    assert _max_difference(final, merged) < 1e-6
+    assert _max_difference(final, _state_dict(tiny_model_dirs["llava"])) > 0, "the merged LoRA changed nothing"
