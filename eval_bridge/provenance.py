@@ -42,8 +42,12 @@ def provenance(vlm, *, method, scorers, config, source: dict, data_hashes: dict,
         "model": vlm.name,
         "adapter": vlm.adapter,
         "model_fingerprint": vlm.fingerprint,
+        "model_revision": getattr(vlm, "revision", None),
+        "dtype": str(next(vlm.model.parameters()).dtype).removeprefix("torch."),
         "family": vlm.family,
-        "method": None if method is None else {"id": method.id, "config": method.cache_key()},
+        "method": None
+        if method is None
+        else {"id": method.id, "version": str(getattr(method, "version", "0")), "config": method.cache_key()},
         "scorers": scorers.ids(),
         "generation": asdict(config.generation),
         "max_new_tokens_override": config.max_new_tokens,

@@ -38,6 +38,7 @@ class InferenceMethod(Protocol):
     """An inference-time mitigation (e.g. VCD, ECSO): it owns decoding, the model and templates stay the toolkit's."""
 
     id: str
+    version: str  # bump when the method's outputs change for the same settings: cached responses are then redone
 
     def cache_key(self) -> dict:
         """The method's settings that change its outputs (part of the response-cache key)."""
@@ -123,6 +124,11 @@ def _collect_units(tasks: list[TaskSpec], config: SuiteConfig, source: DataSourc
     return units
 
 
+def _method_identity(method: InferenceMethod) -> dict:
+    """The method's part of the response-cache key: its settings and its version (a new version regenerates)."""
+    return {"settings": method.cache_key(), "version": str(getattr(method, "version", "0"))}
+
+
 def _generate(
     vlm: VLM, units: list[_Unit], config: SuiteConfig, method: InferenceMethod | None, distributed: bool
 ) -> dict:
@@ -130,13 +136,13 @@ def _generate(
     rank, world = init_distributed() if distributed else (0, 1)
     sync = barrier if distributed else (lambda: None)
     sync()  # every process must see the same cache before the uncached samples are split between them
-    method_key = "none" if method is None else f"{method.id}-{stable_hash(method.cache_key())}"
+    method_key = "none" if method is None else f"{method.id}-{stable_hash(_method_identity(method))}"
     caches: dict[str, ResponseCache] = {}
 
     def cache_for(settings: GenerationSettings) -> ResponseCache:
         key = stable_hash(settings.cache_key())
         if key not in caches:
-            caches[key] = ResponseCache(config.cache_dir, vlm.fingerprint, method_key, key, rank=rank)
+            caches[key] = ResponseCache(config.cache_dir, vlm.cache_identity(), method_key, key, rank=rank)
         return caches[key]
 
     todo: dict[str, list[tuple[_Unit, int]]] = {}

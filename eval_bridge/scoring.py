@@ -76,7 +76,7 @@ class Scorers:
 
 
 def _ask_cached(judge, prompts: list[str], cache_dir: str | Path) -> list[str | None]:
-    cache = JudgeCache(cache_dir, judge.id)
+    cache = JudgeCache(cache_dir, getattr(judge, "cache_id", judge.id))  # the full identity, when the judge has one
     replies: list[str | None] = [cache.get(p) for p in prompts]
     missing = sorted({p for p, r in zip(prompts, replies, strict=True) if r is None})
     if missing:

@@ -163,13 +163,21 @@ class VLM:
     """
 
     def __init__(
-        self, model, processor, *, name: str = "in-memory", adapter: str | None = None, raw_prompts: bool = False
+        self,
+        model,
+        processor,
+        *,
+        name: str = "in-memory",
+        adapter: str | None = None,
+        raw_prompts: bool = False,
+        revision: str | None = None,
     ):
         self.model = model
         self.processor = processor
         self.name = name
         self.adapter = adapter
         self.raw_prompts = raw_prompts
+        self.revision = revision
         self.text_only = not hasattr(processor, "image_processor")
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.tokenizer.padding_side = "left"
@@ -177,6 +185,7 @@ class VLM:
             # Left padding needs a pad id; EOS is the conventional stand-in and is masked out by attention.
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._fingerprint: str | None = None
+        self._fingerprinted_version: tuple | None = None
 
     @classmethod
     def load(
@@ -208,7 +217,8 @@ class VLM:
             model, adapter, trust_remote_code=trust_remote_code, dtype=torch_dtype, revision=revision
         )
         net.to(dev).eval()
-        return cls(net, processor, name=str(model), adapter=str(adapter) if adapter else None, raw_prompts=raw_prompts)
+        adapter_name = str(adapter) if adapter else None
+        return cls(net, processor, name=str(model), adapter=adapter_name, raw_prompts=raw_prompts, revision=revision)
 
     @property
     def device(self) -> torch.device:
@@ -219,12 +229,30 @@ class VLM:
         """The model_type of the base model's config (e.g. `llava`, `qwen2_vl`)."""
         return self.model.config.model_type
 
+    def _weights_version(self) -> tuple:
+        """Changes whenever a parameter or buffer is replaced or modified in place (torch's version counters)."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return (len(tensors), sum(t._version for t in tensors), hash(tuple(id(t) for t in tensors)))
+
     @property
     def fingerprint(self) -> str:
-        """A content hash of the base weights and adapter: equal fingerprints mean the same model."""
+        """A content hash of the weights: equal fingerprints mean the same model.
+
+        Taken from the files the model was loaded from (and the hub revision); once the weights in memory change
+        (an in-place edit, a swapped module), from the weights themselves, recomputed at each change.
+        """
+        version = self._weights_version()
         if self._fingerprint is None:
-            self._fingerprint = fingerprint(self.name, self.adapter, model=self.model)
+            self._fingerprint = fingerprint(self.name, self.adapter, model=self.model, revision=self.revision)
+        elif version != self._fingerprinted_version:
+            self._fingerprint = fingerprint("in-memory", model=self.model)
+        self._fingerprinted_version = version
         return self._fingerprint
+
+    def cache_identity(self) -> str:
+        """What the response cache keys this model by: the weights' fingerprint, the dtype and the prompt mode."""
+        dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        return f"{self.fingerprint}-{dtype}" + ("-raw" if self.raw_prompts else "")
 
     def prompt_text(self, sample: Sample) -> str:
         """The sample rendered by the model's chat template, ending with the assistant's turn opener."""

@@ -12,6 +12,7 @@ echoed in errors.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import logging
@@ -113,6 +114,12 @@ class OpenAIChatJudge:
 
     def __repr__(self) -> str:
         return f"OpenAIChatJudge(id={self.id!r}, api_key_env={self.api_key_env!r})"
+
+    @property
+    def cache_id(self) -> str:
+        """The judge's full identity for its reply cache: endpoint and model, decoding and system prompt."""
+        system = hashlib.sha256((self.system_prompt or "").encode()).hexdigest()[:12]
+        return f"{self.id}|temperature={self.temperature}|max_tokens={self.max_tokens}|system={system}"
 
     def ask(self, prompts: Sequence[str]) -> list[JudgeResult]:
         """One result per prompt, in order; up to `concurrency` requests run at once."""
@@ -238,6 +245,11 @@ class HFJudge:
 
     def __repr__(self) -> str:
         return f"HFJudge(id={self.id!r})"
+
+    @property
+    def cache_id(self) -> str:
+        """The judge's full identity for its reply cache: its weights' fingerprint and generation length."""
+        return f"{self.id}|{self.vlm.cache_identity()}|max_new_tokens={self.max_new_tokens}"
 
     def ask(self, prompts: Sequence[str]) -> list[JudgeResult]:
         """One result per prompt, in order (greedy decoding, so the same prompts give the same replies)."""
