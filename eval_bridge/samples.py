@@ -229,8 +229,12 @@ def sample_from_record(
     )
 
 
-def _read_records(path: Path) -> Iterable[tuple[int, Any]]:
-    """Yield (row, parsed record); rows are 1-based line numbers for JSONL, 0-based list indices for JSON."""
+def read_records(
+    path: Path, *, not_a_list: str = "a .json sample file must hold a list of records (or use .jsonl)"
+) -> Iterable[tuple[int, Any]]:
+    """Yield (row, parsed record) from a JSONL file or a JSON list; rows are 1-based line numbers for JSONL,
+    0-based list indices for JSON. Malformed JSON and a JSON file that is not a list (`not_a_list`) raise a
+    `SampleError` naming the file (and the line)."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         for lineno, line in enumerate(text.splitlines(), start=1):
@@ -248,7 +252,7 @@ def _read_records(path: Path) -> Iterable[tuple[int, Any]]:
     except json.JSONDecodeError as err:
         raise SampleError(f"invalid JSON ({err.msg} at line {err.lineno})", source=str(path)) from None
     if not isinstance(data, list):
-        raise SampleError("a .json sample file must hold a list of records (or use .jsonl)", source=str(path))
+        raise SampleError(not_a_list, source=str(path))
     yield from enumerate(data)
 
 
@@ -267,7 +271,7 @@ def load_samples(path: str | os.PathLike, data_root: str | os.PathLike | None = 
     root = Path(data_root) if data_root is not None else path.parent
     samples: list[Sample] = []
     seen: dict[str, int] = {}
-    for row, record in _read_records(path):
+    for row, record in read_records(path):
         sample = sample_from_record(record, source=str(path), row=row, data_root=root)
         if sample.id in seen:
             raise SampleError(

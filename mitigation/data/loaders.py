@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from eval_bridge.samples import SampleError, resolve_under_root
+from eval_bridge.samples import SampleError, read_records, resolve_under_root
 from eval_bridge.tracks import is_refusal
 from mitigation.data.records import SafetyRecord
 
@@ -73,22 +72,7 @@ def _read_rows(path: Path) -> Iterable[tuple[int, Any]]:
     """(row index, record) from a JSON list (0-based) or JSONL file (1-based line numbers)."""
     if not path.is_file():
         raise SampleError(f"file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise SampleError(f"invalid JSON ({err.msg})", source=str(path), row=lineno) from None
-        return
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SampleError(f"invalid JSON ({err.msg} at line {err.lineno})", source=str(path)) from None
-    if not isinstance(data, list):
-        raise SampleError("expected a JSON list of records", source=str(path))
-    yield from enumerate(data)
+    return read_records(path, not_a_list="expected a JSON list of records")
 
 
 def _check_object(row: Any, source: str, index: int) -> Mapping:
