@@ -235,7 +235,7 @@ def read_records(
     """Yield (row, parsed record) from a JSONL file or a JSON list; rows are 1-based line numbers for JSONL,
     0-based list indices for JSON. Malformed JSON and a JSON file that is not a list (`not_a_list`) raise a
     `SampleError` naming the file (and the line)."""
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not data
     if path.suffix == ".jsonl":
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():

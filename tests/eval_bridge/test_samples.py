@@ -100,6 +100,16 @@ def test_json_list_rows_are_indices(root):
         load_samples(path)
 
 
+def test_a_byte_order_mark_crlf_and_trailing_blank_lines_are_fine(root):
+    rows = [{"id": "a", "prompt": "first"}, {"id": "b", "prompt": "second"}]
+    jsonl = root / "bom.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(json.dumps(r) for r in rows).encode() + b"\r\n\r\n")
+    assert [s.prompt for s in load_samples(jsonl)] == ["first", "second"]
+    listed = root / "bom.json"
+    listed.write_bytes(b"\xef\xbb\xbf" + json.dumps(rows).encode())
+    assert [s.id for s in load_samples(listed)] == ["a", "b"]
+
+
 def test_images_need_a_data_root():
     with pytest.raises(SampleError, match="no data root"):
         sample_from_record({"id": "a", "prompt": "Q", "image": "x.png"})
