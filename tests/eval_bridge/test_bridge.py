@@ -107,8 +107,8 @@ def test_two_processes_evaluate_each_checkpoint_once(tiny_model_dirs, tmp_path):
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=ENV, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"rank"')]
-    assert sorted(r["rank"] for r in ranks) == [0, 1] and all(r["world"] == 2 for r in ranks)
+    ranks = [json.loads(p.read_text()) for p in sorted((tmp_path / "run").glob("rank-*.json"))]
+    assert sorted(r["rank"] for r in ranks) == [0, 1] and all(r["world"] == 2 for r in ranks), proc.stderr[-3000:]
     queue = sorted(p.name for p in (bridge_dir(tmp_path / "run") / "queue").glob("*.json"))
     assert queue == [f"{s:09d}.json" for s in (0, 2, 4, 6)]
     records = completed(tmp_path / "run")

@@ -3,6 +3,7 @@
 
 import argparse
 import json
+from pathlib import Path
 
 from PIL import Image
 
@@ -69,4 +70,6 @@ if __name__ == "__main__":
     p.add_argument("--max-steps", type=int, default=6)
     a = p.parse_args()
     trainer = train(a.model_dir, a.out_dir, a.cache_dir, mode=a.mode, lora=a.lora, max_steps=a.max_steps)
-    print(json.dumps({"rank": trainer.args.process_index, "world": trainer.args.world_size}))
+    # One file per rank: lines two processes print to one pipe can interleave (a flake seen in CI).
+    rank = trainer.args.process_index
+    (Path(a.out_dir) / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "world": trainer.args.world_size}))
