@@ -30,6 +30,11 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def method_identity(method) -> dict:
+    """An inference method's settings and version: its part of the response-cache key and of the provenance."""
+    return {"version": str(getattr(method, "version", "0")), "config": method.cache_key()}
+
+
 def provenance(vlm, *, method, scorers, config, source: dict, data_hashes: dict, responses: dict) -> dict:
     """The provenance block of a results file."""
     import torch
@@ -43,11 +48,9 @@ def provenance(vlm, *, method, scorers, config, source: dict, data_hashes: dict,
         "adapter": vlm.adapter,
         "model_fingerprint": vlm.fingerprint,
         "model_revision": getattr(vlm, "revision", None),
-        "dtype": str(next(vlm.model.parameters()).dtype).removeprefix("torch."),
+        "dtype": vlm.dtype_name,
         "family": vlm.family,
-        "method": None
-        if method is None
-        else {"id": method.id, "version": str(getattr(method, "version", "0")), "config": method.cache_key()},
+        "method": None if method is None else {"id": method.id, **method_identity(method)},
         "scorers": scorers.ids(),
         "generation": asdict(config.generation),
         "max_new_tokens_override": config.max_new_tokens,

@@ -23,7 +23,7 @@ from eval_bridge.cache import ResponseCache, sample_hash, stable_hash
 from eval_bridge.data.sources import DataSource, data_hash, make_source
 from eval_bridge.distributed import barrier, init_distributed
 from eval_bridge.models.adapter import VLM, Generation, GenerationSettings
-from eval_bridge.provenance import provenance
+from eval_bridge.provenance import method_identity, provenance
 from eval_bridge.reasoning import DEFAULT_FORMAT
 from eval_bridge.samples import Sample
 from eval_bridge.scoring import Scorers, score_dataset
@@ -124,11 +124,6 @@ def _collect_units(tasks: list[TaskSpec], config: SuiteConfig, source: DataSourc
     return units
 
 
-def _method_identity(method: InferenceMethod) -> dict:
-    """The method's part of the response-cache key: its settings and its version (a new version regenerates)."""
-    return {"settings": method.cache_key(), "version": str(getattr(method, "version", "0"))}
-
-
 def _generate(
     vlm: VLM, units: list[_Unit], config: SuiteConfig, method: InferenceMethod | None, distributed: bool
 ) -> dict:
@@ -136,7 +131,7 @@ def _generate(
     rank, world = init_distributed() if distributed else (0, 1)
     sync = barrier if distributed else (lambda: None)
     sync()  # every process must see the same cache before the uncached samples are split between them
-    method_key = "none" if method is None else f"{method.id}-{stable_hash(_method_identity(method))}"
+    method_key = "none" if method is None else f"{method.id}-{stable_hash(method_identity(method))}"
     caches: dict[str, ResponseCache] = {}
 
     def cache_for(settings: GenerationSettings) -> ResponseCache:

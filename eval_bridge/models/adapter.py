@@ -106,9 +106,9 @@ def load_pretrained(
     dtype: torch.dtype = torch.float32,
     revision: str | None = None,
 ):
-    """The toolkit's one model loader: `(model, processor)` from a local directory or hub id, plus an optional
-    PEFT adapter on top. Evaluation (`VLM.load`), training (`mitigation.training`) and the base-model build all
-    load through it, so a family works everywhere once it loads here.
+    """The toolkit's one loader of saved models: `(model, processor)` from a local directory or hub id, plus an
+    optional PEFT adapter on top. Evaluation (`VLM.load`) and training (`mitigation.training`) load through it,
+    so a family that loads here works in both. (The base-model build starts from SmolLM2's GGUF file instead.)
 
     Weights load through `from_pretrained` (safetensors; transformers refuses unsafe pickles), and code shipped
     with a checkpoint runs only with `trust_remote_code=True`.
@@ -249,10 +249,14 @@ class VLM:
         self._fingerprinted_version = version
         return self._fingerprint
 
+    @property
+    def dtype_name(self) -> str:
+        """The weights' dtype as a plain name ("float32", "bfloat16")."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
     def cache_identity(self) -> str:
         """What the response cache keys this model by: the weights' fingerprint, the dtype and the prompt mode."""
-        dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
-        return f"{self.fingerprint}-{dtype}" + ("-raw" if self.raw_prompts else "")
+        return f"{self.fingerprint}-{self.dtype_name}" + ("-raw" if self.raw_prompts else "")
 
     def prompt_text(self, sample: Sample) -> str:
         """The sample rendered by the model's chat template, ending with the assistant's turn opener."""

@@ -28,15 +28,19 @@ from collections.abc import Iterator
 import torch
 
 
+def deepspeed_launched() -> bool:
+    """Whether `accelerate launch` runs this process under DeepSpeed (a DeepSpeed accelerate config)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true")
+
+
 def ddp_backend() -> str | None:
     """The `ddp_backend` training argument for this launch: "gloo" for several CPU processes under DeepSpeed.
 
     Returns None (let accelerate choose) otherwise. Without it, accelerate sees one process on CPU (module
     docstring), so the DeepSpeed batch-size check fails and every rank believes it is the main process.
     """
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return "gloo" if deepspeed and several and not torch.cuda.is_available() else None
+    return "gloo" if deepspeed_launched() and several and not torch.cuda.is_available() else None
 
 
 def is_zero3_partitioned(model: torch.nn.Module) -> bool:

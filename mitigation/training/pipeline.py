@@ -2,7 +2,7 @@
 run one after another on one model, with every checkpoint through the eval bridge and a trade-off table at the end.
 
     stages = [Stage("sft", "sft", sft_rows, learning_rate=1e-4), Stage("dpo", "dpo", dpo_rows, learning_rate=5e-6)]
-    table = run_pipeline(cfg, stages, suite=SuiteSpec(...))
+    results, table = run_stages(cfg, stages, resolve_base_model(cfg), SuiteSpec(...))
 
 Each stage loads its input model through the toolkit's one loader (`eval_bridge.models.adapter.load_pretrained`),
 trains LoRA on the language model (the family resolver of `parts.py` finds it) or the full model, saves its final
@@ -237,10 +237,11 @@ def train_stage(cfg: TrainingConfig, stage: Stage, model_dir: str, out: Path, ca
 
 def eval_mode(cfg: TrainingConfig, world: int) -> str:
     """The bridge mode: `auto` is sync for one process and worker under DDP / DeepSpeed (sync is refused there)."""
+    from mitigation.training.deepspeed import deepspeed_launched
+
     if cfg.eval_mode != "auto":
         return cfg.eval_mode
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
-    return "worker" if world > 1 or deepspeed else "sync"
+    return "worker" if world > 1 or deepspeed_launched() else "sync"
 
 
 def use_all_cores(world: int) -> None:
