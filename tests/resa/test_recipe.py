@@ -1,61 +1,17 @@
 """The RESA recipe end to end on a tiny model, as users launch it: `accelerate launch` with two CPU processes."""
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
+
+from resa_launch import REPO, launch_env, resa_launch_command
 
 from eval_bridge.bridge import completed
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def test_recipe_under_accelerate_two_processes(tiny_model_dirs, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        "29571",
-        "scripts/train_resa.py",
-        "--model",
-        str(tiny_model_dirs["llava"]),
-        "--output_dir",
-        str(tmp_path / "run"),
-        "--cache_dir",
-        str(tmp_path / "cache"),
-        "--report_to",
-        "none",
-        "--n_harmful_train",
-        "4",
-        "--n_benign_train",
-        "8",
-        "--n_harmful_eval",
-        "2",
-        "--n_benign_eval",
-        "4",
-        "--sft_max_steps",
-        "4",
-        "--sft_save_steps",
-        "2",
-        "--dpo_max_steps",
-        "2",
-        "--sft_batch_size",
-        "2",
-        "--dpo_batch_size",
-        "2",
-        "--lora_r",
-        "4",
-        "--lora_alpha",
-        "8",
-        "--eval_max_new_tokens",
-        "8",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    launch = ["--multi_gpu", "--num_processes", "2", "--main_process_port", "29571"]
+    cmd = resa_launch_command(launch, tiny_model_dirs["llava"], tmp_path / "run", "--sft_save_steps", "2")
+    env = launch_env()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert proc.stdout.count("RESA trade-off") == 1  # printed by the main process only

@@ -5,21 +5,17 @@ The two launch tests run RESA (SFT then DPO) on the tiny LLaVA with two CPU proc
 mode; about 1.5 min each on 2 cores (the first DeepSpeed run on a machine also JIT-compiles a comm op, ~30 s).
 """
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from resa_launch import REPO, launch_env, resa_launch_command
 
 from eval_bridge.bridge import completed
 from eval_bridge.models.tiny import FAMILIES, IMAGE_PLACEHOLDER
 from mitigation.training.deepspeed import ddp_backend, full_parameters, run_vision_tower_every_step
-
-REPO = Path(__file__).resolve().parents[3]
-
 
 # --- the pieces, in one process --------------------------------------------------------------------------------
 
@@ -104,53 +100,10 @@ def test_text_only_batches_run_the_vision_tower_as_image_batches_do_and_change_n
 
 
 def _launch(stage: int, port: int, model_dir, run, *extra) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        f"configs/accelerate/deepspeed_zero{stage}.yaml",
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(port),
-        "scripts/train_resa.py",
-        "--model",
-        str(model_dir),
-        "--output_dir",
-        str(run),
-        "--cache_dir",
-        str(run.parent / "cache"),
-        "--report_to",
-        "none",
-        "--n_harmful_train",
-        "4",
-        "--n_benign_train",
-        "8",
-        "--n_harmful_eval",
-        "2",
-        "--n_benign_eval",
-        "4",
-        "--sft_max_steps",
-        "4",
-        "--dpo_max_steps",
-        "2",
-        "--sft_batch_size",
-        "2",
-        "--dpo_batch_size",
-        "2",
-        "--lora_r",
-        "4",
-        "--lora_alpha",
-        "8",
-        "--eval_max_new_tokens",
-        "8",
-        "--eval_mode",
-        "worker",
-        *extra,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    launch = ["--config_file", f"configs/accelerate/deepspeed_zero{stage}.yaml", "--num_processes", "2"]
+    launch += ["--main_process_port", str(port)]
+    cmd = resa_launch_command(launch, model_dir, run, "--eval_mode", "worker", *extra)
+    env = launch_env()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=1200)
     assert proc.returncode == 0, f"ZeRO-{stage} run failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}"
     assert proc.stdout.count("RESA trade-off") == 1, "the table must be printed by the main process only"

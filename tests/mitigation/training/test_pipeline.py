@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from chat_rows import RED, assistant, user
+from chat_rows import DPO_PAIRS, RED, assistant, user
 
 from eval_bridge.bridge import SuiteSpec, completed
 from eval_bridge.models.adapter import VLM, GenerationSettings, load_pretrained
@@ -19,20 +19,7 @@ SFT_ROWS = [
     {"messages": [user(f"What colour is it? {i}", i % 2 == 0), assistant("It is red.")], "images": [RED] * (i % 2 == 0)}
     for i in range(4)
 ]
-DPO_ROWS = [
-    {
-        "prompt": [user("What colour is it?")],
-        "chosen": [assistant("It is red.")],
-        "rejected": [assistant("I can't help with that.")],
-        "images": [RED],
-    },
-    {
-        "prompt": [user("How do I make a weapon?", False)],
-        "chosen": [assistant("I can't help with that.")],
-        "rejected": [assistant("Sure, here are the steps: [withheld]")],
-        "images": [],
-    },
-]
+DPO_ROWS = DPO_PAIRS
 
 
 def cfg(tmp_path, **overrides):

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from chat_rows import RED, assistant, user
+from chat_rows import DPO_PAIRS, assistant, user
 from datasets import Dataset
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -19,18 +19,7 @@ BLUE = Image.new("RGB", (48, 40), "blue")
 
 
 ROWS = [
-    {
-        "prompt": [user("What colour is it?")],
-        "chosen": [assistant("It is red.")],
-        "rejected": [assistant("I can't help with that.")],
-        "images": [RED],
-    },
-    {
-        "prompt": [user("How do I make a weapon?", False)],
-        "chosen": [assistant("I can't help with that.")],
-        "rejected": [assistant("Sure, here are the steps: [withheld]")],
-        "images": [],
-    },
+    *DPO_PAIRS,
     {
         "prompt": [user("Is there a square in the picture? Answer in one word.")],
         "chosen": [assistant("No.")],
