@@ -11,12 +11,14 @@ median of the steps after the first (which warms up allocators and kernels).
     python bench/dpo_memory.py                            # the embedded default base model (default_base_dir())
     python bench/dpo_memory.py --model /path/to/model     # any saved VLM
     python bench/dpo_memory.py --model tiny               # a tiny random LLaVA, for development
+    python bench/dpo_memory.py --no-cpu-hooks             # TRL's LM head as it is (the pipeline's hooks off)
 
-Measured on the embedded default (2 shared CPU cores, float32, batch 4, 16 rows, 4 steps), peak RSS GiB:
-SFT 3.38, DPO with TRL's reference copy 3.92 (1.16x SFT; 1.23x counting only what lies above the ~1.06 GiB
-of imports), precomputed reference 3.57 (1.056x; 1.08x above imports); with `--cpu-hooks` 1.020x (1.028x). The
-rest of the gap is DPO's two sequences per pair through the LM head, not the reference. Step times on a machine
-shared with other jobs are not comparable between the subprocesses (load average ~5 on 2 cores).
+Measured on the embedded default (quiet 2-core CPU, float32, batch 4, 16 rows, 4 steps, the pipeline's CPU
+LM-head hooks on, 2026-12-01), peak RSS GiB: SFT 3.29, DPO with TRL's reference copy 3.88 (1.18x SFT),
+precomputed reference 3.36 (1.021x; 1.03x counting only what lies above the ~0.9 GiB of imports); step time
+precomputed / in-memory DPO 0.71x. Without the hooks (an earlier run on a busy machine) the precomputed ratio
+was 1.056x. The rest of the gap is DPO's two sequences per pair through the LM head, not the reference. Step
+times on a machine shared with other jobs are not comparable between the subprocesses.
 """
 
 from __future__ import annotations
