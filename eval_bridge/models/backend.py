@@ -47,4 +47,5 @@ class Backend(Protocol):
         """The response cache's folder name for this model: safe as a path component, secret-free."""
 
     def generate(self, samples: Sequence[Sample], settings: GenerationSettings) -> list[Generation]:
-        """One generation per sample, in order; a failed one has `error` set (never raised for one sample)."""
+        """One generation per sample, in order; a request that failed (an API call past its retries) comes back
+        with `error` set instead of raising."""

@@ -147,7 +147,7 @@ def test_concurrency_is_bounded(serve):
     assert server.max_in_flight == 3
 
 
-def test_identity_is_endpoint_model_and_weights_never_the_key(serve, monkeypatch):
+def test_identity_is_endpoint_model_and_weights_never_the_key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
     model = APIModel("http://user:pa55@127.0.0.1:8000/v1?token=t0k", "m", api_key_env=KEY_ENV)
     assert model.name == "openai:m@127.0.0.1:8000/v1"
