@@ -13,6 +13,8 @@ Layout under a training run's output directory:
 The queue lives on disk, so a crashed or killed run loses nothing: `python scripts/report.py RUN_DIR --resume`
 evaluates whatever is still queued. A worker is a separate process (`python -m eval_bridge.bridge RUN_DIR`), so
 evaluation never runs inside the training process (in-process evaluation under DeepSpeed ZeRO-3 can hang).
+With `SuiteSpec.server` set, the worker loads nothing: each LoRA checkpoint is loaded into an external vLLM
+server (runtime LoRA updating), evaluated through it and unloaded (`_served`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import sys
 import time
 import traceback
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +56,13 @@ class SuiteSpec:
     refusal_classifier: str | None = None
     toxicity_classifier: str | None = None
     device: str | None = None  # where the worker loads checkpoints (default: CUDA if available, else CPU)
+    # An OpenAI-compatible server (`openai:<served base>@<url>`, a vLLM server with runtime LoRA updating) that
+    # generates instead of a model loaded in the worker: each LoRA checkpoint is loaded into it, evaluated and
+    # unloaded. `server_base` is the base model it serves, as a manifest names it (set by the callback).
+    server: str | None = None
+    server_base: str | None = None
+    server_api_key_env: str = "OPENAI_API_KEY"
+    server_concurrency: int = 8
 
 
 @dataclass
@@ -134,7 +144,6 @@ def evaluate_manifest(manifest: Manifest) -> dict:
     from eval_bridge.scoring import Scorers
 
     spec = manifest.suite
-    vlm = VLM.load(manifest.model, manifest.adapter, device=spec.device)
     config = SuiteConfig(
         suite=spec.suite,
         data_root=spec.data_root,
@@ -150,8 +159,49 @@ def evaluate_manifest(manifest: Manifest) -> dict:
         response_format=spec.response_format,
     )
     scorers = Scorers.from_specs(spec.judge, spec.harmbench_judge, spec.refusal_classifier, spec.toxicity_classifier)
-    # One process evaluates a checkpoint, even when it sits inside a distributed training run (sync mode).
-    return run_suite(vlm, config, scorers=scorers, output_dir=manifest.output_dir, distributed=False)
+    if spec.server:
+        backend = _served(manifest)
+    else:
+        backend = nullcontext(VLM.load(manifest.model, manifest.adapter, device=spec.device))
+    with backend as vlm:
+        # One process evaluates a checkpoint, even when it sits inside a distributed training run (sync mode).
+        return run_suite(vlm, config, scorers=scorers, output_dir=manifest.output_dir, distributed=False)
+
+
+@contextmanager
+def _served(manifest: Manifest):
+    """The manifest's model on the suite's server: the served base itself, or a LoRA checkpoint loaded into it
+    for the block. The cache identity holds the checkpoint's fingerprint, so a reused name is never stale."""
+    from eval_bridge.models.api import APIModel, lora_name, served_lora
+    from eval_bridge.models.fingerprint import fingerprint
+
+    spec = manifest.suite
+    base = APIModel.from_spec(spec.server, api_key_env=spec.server_api_key_env, concurrency=spec.server_concurrency)
+    on_base = _same_model(manifest.model, spec.server_base) if spec.server_base else None
+    if manifest.adapter is None and not (on_base or (on_base is None and manifest.stage == "base")):
+        raise ValueError(
+            f"{manifest.model} is a full-weight model and a server cannot swap full weights: the bridge evaluates "
+            f"the served base ({base.name}) and LoRA checkpoints on it. Evaluate this one with scripts/evaluate.py "
+            f"--model {manifest.model}, or serve it (vllm serve {manifest.model})"
+        )
+    if manifest.adapter is not None and on_base is False:
+        raise ValueError(
+            f"the LoRA checkpoint {manifest.adapter} is trained on {manifest.model}, not on {spec.server_base}, "
+            f"which {base.name} serves (a later stage's checkpoints sit on the previous stage's merged model): "
+            f"serve that base (vllm serve {manifest.model} --enable-lora) or evaluate with scripts/evaluate.py"
+        )
+    weights = fingerprint(manifest.model, manifest.adapter)
+    if manifest.adapter is None:
+        yield base.with_model(base.model, weights_fingerprint=weights)
+        return
+    name = lora_name(weights)
+    with served_lora(base.http, name, manifest.adapter):
+        yield base.with_model(name, weights_fingerprint=weights, adapter=manifest.adapter)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two model references (paths or hub ids) name the same model."""
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
 
 def process(run_dir: str | os.PathLike, path: Path) -> dict:

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -145,10 +146,17 @@ class TrustEvalCallback(TrainerCallback):
                 "checkpoints are recorded as failed",
                 args.save_total_limit,
             )
+        if self.suite.server and model is not None and not getattr(model, "peft_config", None):
+            raise ValueError(
+                f"eval server {self.suite.server}: a server cannot swap full weights, so it can only evaluate LoRA "
+                "checkpoints; train with LoRA (use_lora) or evaluate in the worker without a server"
+            )
         if not state.is_world_process_zero:
             return
         if self.base_model is None and model is not None:
             self.base_model = _base_model_path(model)
+        if self.suite.server and self.suite.server_base is None:
+            self.suite = replace(self.suite, server_base=self.base_model)  # the first stage's base is the served one
         (bridge_dir(self.run_dir) / "STOP").unlink(missing_ok=True)
         self._trackers = _trackers(args)
         if self.evaluate_start and state.global_step == 0:

@@ -7,8 +7,12 @@ import platform
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import eval_bridge
+
+if TYPE_CHECKING:
+    from eval_bridge.models.backend import Backend
 
 
 def git_commit() -> str | None:
@@ -35,8 +39,8 @@ def method_identity(method) -> dict:
     return {"version": str(getattr(method, "version", "0")), "config": method.cache_key()}
 
 
-def provenance(vlm, *, method, scorers, config, source: dict, data_hashes: dict, responses: dict) -> dict:
-    """The provenance block of a results file."""
+def provenance(vlm: Backend, *, method, scorers, config, source: dict, data_hashes: dict, responses: dict) -> dict:
+    """The provenance block of a results file (`vlm`: a local `VLM` or an API-served model)."""
     import torch
     import transformers
 
@@ -47,7 +51,7 @@ def provenance(vlm, *, method, scorers, config, source: dict, data_hashes: dict,
         "model": vlm.name,
         "adapter": vlm.adapter,
         "model_fingerprint": vlm.fingerprint,
-        "model_revision": getattr(vlm, "revision", None),
+        "model_revision": vlm.revision,
         "dtype": vlm.dtype_name,
         "family": vlm.family,
         "method": None if method is None else {"id": method.id, **method_identity(method)},

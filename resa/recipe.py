@@ -88,6 +88,7 @@ def suite_spec(cfg: ResaConfig, eval_files: dict) -> SuiteSpec:
         response_format="reasoning",
         judge=cfg.eval_judge,
         device=cfg.eval_device,
+        server=cfg.eval_server,
     )
 
 

@@ -7,9 +7,14 @@ Examples:
         --suite full --data-root /data/multitrust --tasks T1,safety --judge openai:gpt-4o@https://api.openai.com/v1 \\
         --output runs/eval/lora500
     accelerate launch --num_processes 4 scripts/evaluate.py --model ... --output ...   # sharded generation
+    vllm serve Qwen/Qwen2.5-VL-7B-Instruct &                                              # a large model, fast:
+    python scripts/evaluate.py --model openai:Qwen/Qwen2.5-VL-7B-Instruct@http://127.0.0.1:8000/v1 \\
+        --api-concurrency 32 --output runs/eval/qwen7b
 
 The mini suite is generated offline into --cache-dir on first use. Responses are cached by (model fingerprint,
-method, task, sample, generation settings): an interrupted run resumes and a rerun generates nothing.
+method, task, sample, generation settings; an API model by endpoint, model name and settings): an interrupted
+run resumes and a rerun generates nothing. A request to an API model that still fails after its retries is
+recorded as failed, left out of the scores and retried by the next run.
 Without --judge, judge-scored checks use documented offline rules, and the results say so per task.
 """
 
@@ -29,7 +34,11 @@ from eval_bridge.tasks import list_tasks
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list-tasks", action="store_true", help="print the 32 tasks and exit")
-    p.add_argument("--model", help="local model directory or hub id (from the local HF cache)")
+    p.add_argument(
+        "--model",
+        help="local model directory or hub id (from the local HF cache), or openai:<model>@<base_url> for a model "
+        "served behind an OpenAI-compatible chat endpoint (e.g. vllm serve: http://127.0.0.1:8000/v1)",
+    )
     p.add_argument("--adapter", help="PEFT adapter directory on top of --model (e.g. a LoRA checkpoint)")
     p.add_argument("--method", help="inference-time mitigation id (see scripts/train_mitigation.py --list-methods)")
     p.add_argument(
@@ -59,7 +68,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--toxicity-classifier", help="local HF toxicity classifier (stands in for Perspective/moderation)")
     p.add_argument("--toxicity-labels", nargs="+", default=["toxic"], help="labels that mean toxic (default: toxic)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the checkpoint")
+    api = p.add_argument_group("API-served models (--model openai:<model>@<base_url>)")
+    api.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="NAME",
+        help="environment variable holding the API key, sent as a Bearer token if set (default: OPENAI_API_KEY)",
+    )
+    api.add_argument("--api-concurrency", type=int, default=8, metavar="N", help="requests in flight (default: 8)")
+    api.add_argument(
+        "--api-timeout", type=float, default=120.0, metavar="S", help="per-request timeout in seconds (default: 120)"
+    )
+    api.add_argument(
+        "--api-max-retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="retries on connection errors, timeouts, HTTP 429 and 5xx, with exponential backoff (default: 3)",
+    )
     return p
+
+
+def api_model_error(args) -> str | None:
+    """Why the arguments cannot go with an API-served --model (None if they can, or the model is local)."""
+    if not args.model.startswith("openai:"):
+        return None
+    if args.adapter:
+        return (
+            "--adapter applies to a local model; a served model's weights are the server's. Serve the adapter "
+            "(vllm serve <base> --enable-lora --lora-modules NAME=<adapter dir>) and pass --model openai:NAME@<url>"
+        )
+    if args.method:
+        return f"--method {args.method} needs a local model (it owns decoding); drop it for an API-served model"
+    return None
+
+
+def load_model(args):
+    """The model to evaluate: an `APIModel` for `openai:<model>@<base_url>`, else a local `VLM`."""
+    if not args.model.startswith("openai:"):
+        return VLM.load(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
+    from eval_bridge.models.api import APIModel
+
+    return APIModel.from_spec(
+        args.model,
+        api_key_env=args.api_key_env,
+        concurrency=args.api_concurrency,
+        timeout_s=args.api_timeout,
+        max_retries=args.api_max_retries,
+    )
 
 
 def _key_value(item: str) -> tuple[str, str]:
@@ -78,6 +134,8 @@ def main(argv=None) -> None:
         raise SystemExit("error: --model and --output are required (or use --list-tasks)")
     if args.method_arg and not args.method:
         raise SystemExit("error: --method-arg needs --method")
+    if error := api_model_error(args):
+        raise SystemExit(f"error: {error}")
     method_args = dict(_key_value(item) for item in args.method_arg)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = SuiteConfig(
@@ -106,12 +164,15 @@ def main(argv=None) -> None:
             args.judge, args.harmbench_judge, args.refusal_classifier, args.toxicity_classifier, args.toxicity_labels
         )
         init_distributed()  # before loading, so each process takes its own GPU
-        vlm = VLM.load(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
+        vlm = load_model(args)
         results = run_suite(vlm, config, method=method, scorers=scorers, output_dir=args.output)
     except (SampleError, OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     if results is not None:
         print(to_markdown(results))
+        failed = results["provenance"]["responses"]["failed"]
+        if failed:
+            print(f"{failed} generation(s) failed (left out of the scores; rerun to retry them)")
         print(f"results written to {args.output}/results.json")
 
 

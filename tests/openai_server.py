@@ -1,5 +1,8 @@
-"""A fake OpenAI-compatible chat server on loopback for judge tests (a real HTTP server, in a thread)."""
+"""A fake OpenAI-compatible chat server on loopback for judge and API-model tests (a real HTTP server, in a
+thread), and helpers to read the chat requests it saw."""
 
+import base64
+import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +17,27 @@ def completion(content):
         "object": "chat.completion",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
     }
+
+
+def user_text(body):
+    """The text of a chat request's last user message (plain string or the text part of a content list)."""
+    content = body["messages"][-1]["content"]
+    return content if isinstance(content, str) else next(p["text"] for p in content if p["type"] == "text")
+
+
+def user_images(body):
+    """The image parts' URLs of a chat request's last user message, in order."""
+    content = body["messages"][-1]["content"]
+    return [] if isinstance(content, str) else [p["image_url"]["url"] for p in content if p["type"] == "image_url"]
+
+
+def decode_data_url(url):
+    """A `data:image/png;base64,...` URL as a PIL image."""
+    from PIL import Image
+
+    head, _, data = url.partition(",")
+    assert head == "data:image/png;base64", head
+    return Image.open(io.BytesIO(base64.b64decode(data)))
 
 
 class FakeServer:

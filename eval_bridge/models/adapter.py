@@ -64,11 +64,14 @@ class Generation:
         token_ids: generated token ids up to and including the end-of-sequence token, without padding.
         logprobs: per generated token, log p(token | prefix) under the model's raw (untempered) distribution,
             when requested.
+        error: why no response came back (an API request that failed after its retries), else None. A failed
+            generation's `text` is empty and is never cached or scored.
     """
 
     text: str
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] | None = None
+    error: str | None = None
 
 
 def _default_device() -> torch.device:

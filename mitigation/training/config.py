@@ -97,6 +97,29 @@ class TrainingConfig:
     )
     eval_device: str | None = field(default=None, metadata={"help": "Device for the bridge's evaluations."})
     eval_judge: str | None = field(default=None, metadata={"help": "LLM judge spec for judged tasks."})
+    eval_server: str | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate checkpoints through an OpenAI-compatible server instead of loading them: "
+            "'openai:<served base>@<url>', a vLLM server of the base model started with --enable-lora and "
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True on a machine that sees the checkpoints. Each LoRA checkpoint is "
+            "loaded into it, evaluated and unloaded. Needs use_lora (a server cannot swap full weights); merged "
+            "stage finals and later stages' checkpoints (on the previous stage's merged model) are recorded as "
+            "not evaluable. Key from OPENAI_API_KEY if set."
+        },
+    )
+
+    def __post_init__(self):
+        if self.eval_server:
+            from eval_bridge.openai_http import parse_openai_spec
+
+            parse_openai_spec(self.eval_server, "eval_server")
+            if not self.use_lora:
+                raise ValueError(
+                    f"eval_server={self.eval_server!r} evaluates LoRA checkpoints only: vLLM loads adapters at run "
+                    "time but cannot swap a model's full weights. Set use_lora=true, or drop eval_server to "
+                    "evaluate full-weight checkpoints in the bridge's own process"
+                )
 
     def lora_targets(self) -> list[str]:
         """The LoRA target names as a list."""

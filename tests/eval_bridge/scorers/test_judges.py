@@ -10,7 +10,7 @@ import types
 import pytest
 from openai_server import completion
 
-from eval_bridge.scorers import judges
+from eval_bridge import openai_http
 from eval_bridge.scorers.judge_prompts import (
     JUDGE_MODEL,
     JUDGE_PROMPTS,
@@ -42,7 +42,7 @@ def judge_for(server, **kwargs):
 def sleeps(monkeypatch):
     """Record the judge's backoff waits instead of sleeping (the server thread keeps the real `time`)."""
     recorded: list[float] = []
-    monkeypatch.setattr(judges, "time", types.SimpleNamespace(sleep=recorded.append))
+    monkeypatch.setattr(openai_http, "time", types.SimpleNamespace(sleep=recorded.append))
     return recorded
 
 
