@@ -28,6 +28,7 @@ from eval_bridge.reasoning import DEFAULT_FORMAT
 from eval_bridge.samples import Sample
 from eval_bridge.scoring import Scorers, score_dataset
 from eval_bridge.tasks import TaskSpec, aggregate, select_tasks
+from eval_bridge.tasks.rollup import cross_modal
 from eval_bridge.tracks import DEFAULT_TRACKS, score_track
 
 log = logging.getLogger(__name__)
@@ -273,11 +274,18 @@ def _score_task(task: TaskSpec, units: list[_Unit], scorers: Scorers, config: Su
         metrics = {}
         for name in scores.values:
             metrics[name] = {"mean": scores.mean(name), "accuracy": scores.accuracy(name)}
-            failures = sum(v is None for v in scores.values[name])
+            failures = sum(
+                v is None and r is not None for v, r in zip(scores.values[name], unit.responses, strict=True)
+            )
             if failures:
                 metrics[name]["failures"] = failures
                 notes.add(f"{name}: {failures} scorer failure(s) in {unit.dataset}, left out of the score")
-        datasets_out[unit.dataset] = {"n": len(unit.samples), "metrics": metrics, "scorers": used}
+        datasets_out[unit.dataset] = {
+            "n": len(unit.samples),
+            "metrics": metrics,
+            "scorers": used,
+            "scorer_failures": scores.failures(),
+        }
         for how in used.values():
             if how.startswith(("fallback", "unavailable")):
                 notes.add(how)
@@ -293,6 +301,9 @@ def _score_task(task: TaskSpec, units: list[_Unit], scorers: Scorers, config: Su
         "score": None if score is None or math.isnan(score) else round(score, 2),
         "formula": task.formula,
         "datasets": datasets_out,
+        # Samples left out of the score because a scorer (judge, classifier) gave them no value.
+        "scorer_failures": sum(d["scorer_failures"] for d in datasets_out.values()),
+        "cross_modal": cross_modal(task, dataset_scores),
         "notes": sorted(notes),
         "limited_to": config.limit,
     }
