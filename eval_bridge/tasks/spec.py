@@ -220,6 +220,7 @@ class CrossModalPair:
 
     @property
     def name(self) -> str:
+        """`<family>/<variant>`, e.g. "stereo-agreement/image" (unique across the suite)."""
         return f"{self.family}/{self.variant}"
 
 
