@@ -5,8 +5,9 @@
 On `on_save` (world process zero only) the callback queues a manifest for the new checkpoint; in the default
 `worker` mode a separate worker process evaluates the queue while training goes on, in `sync` mode the
 callback evaluates before training resumes (tests, tiny runs). The starting model is queued as step 0, the
-run's baseline. Results are logged to the run's trackers as `trust/<aspect>`, `trust/overall` and
-`utility/*` against the checkpoint's step, and the run ends with its trade-off table (`tradeoff.py`).
+run's baseline. Results are logged to the run's trackers as `trust/<aspect>`, `trust/<risk type>`,
+`trust/xm/<task>/<pair>` (cross-modal differences), `trust/overall` (only when all 32 tasks ran) and `utility/*`
+against the checkpoint's step, and the run ends with its trade-off table (`tradeoff.py`).
 """
 
 from __future__ import annotations

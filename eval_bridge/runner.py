@@ -35,6 +35,7 @@ from eval_bridge.reasoning import DEFAULT_FORMAT
 from eval_bridge.samples import Sample
 from eval_bridge.scoring import Scorers, score_dataset
 from eval_bridge.tasks import TaskSpec, aggregate, select_tasks
+from eval_bridge.tasks.rollup import cross_modal
 from eval_bridge.tracks import DEFAULT_TRACKS, score_track
 
 log = logging.getLogger(__name__)
@@ -428,6 +429,7 @@ def _score_task(task: TaskSpec, units: list[_Unit], scorers: Scorers, config: Su
                 "metrics": {},
                 "scorers": {},
                 "generation_failures": failed,
+                "scorer_failures": 0,
             }
             continue
         samples = [unit.samples[i] for i in answered]
@@ -448,6 +450,7 @@ def _score_task(task: TaskSpec, units: list[_Unit], scorers: Scorers, config: Su
             "metrics": metrics,
             "scorers": used,
             "generation_failures": failed,
+            "scorer_failures": scores.failures(),
         }
         for how in used.values():
             if how.startswith(("fallback", "unavailable")):
@@ -465,6 +468,9 @@ def _score_task(task: TaskSpec, units: list[_Unit], scorers: Scorers, config: Su
         "formula": task.formula,
         "datasets": datasets_out,
         "generation_failures": sum(d["generation_failures"] for d in datasets_out.values()),
+        # Samples left out of the score because a scorer (judge, classifier) gave them no value.
+        "scorer_failures": sum(d["scorer_failures"] for d in datasets_out.values()),
+        "cross_modal": cross_modal(task, dataset_scores),
         "notes": sorted(notes),
         "limited_to": config.limit,
     }

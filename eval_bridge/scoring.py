@@ -124,7 +124,9 @@ def _run_check(check: Check, samples: Sequence[Sample], responses: Sequence[str]
     else:
         classifier = scorers.for_model(check.model)
         if classifier is not None:
-            if check.positive_labels:
+            if not responses:  # every generation of the dataset failed: nothing to classify
+                hits = []
+            elif check.positive_labels:
                 positive = set(check.positive_labels)
                 hits = [int(label in positive) for label in classifier.top_labels(list(responses))]
             else:
@@ -142,16 +144,26 @@ def score_dataset(
     checks: Sequence[Check],
     dataset_id: str,
     samples: Sequence[Sample],
-    responses: Sequence[str],
+    responses: Sequence[str | None],
     scorers: Scorers,
     cache_dir: str | Path,
 ) -> tuple[DatasetScores, dict[str, str]]:
-    """Run every check of a dataset; returns the scores and, per check, how its values were produced."""
+    """Run every check of a dataset; returns the scores and, per check, how its values were produced.
+
+    A None response (a generation that failed) is never scored: every check's value for it is None, so it is
+    left out of the task's terms like a sample whose judge failed.
+    """
     scores = DatasetScores(dataset_id, samples, responses)
+    present = [i for i, r in enumerate(responses) if r is not None]
     used = {}
     for check in checks:
-        values, how = _run_check(check, samples, responses, scorers, cache_dir)
+        values, how = _run_check(
+            check, [samples[i] for i in present], [responses[i] for i in present], scorers, cache_dir
+        )
         used[check.name] = how
         if values is not None:
-            scores.values[check.name] = values
+            full: list[float | None] = [None] * len(responses)
+            for i, v in zip(present, values, strict=True):
+                full[i] = v
+            scores.values[check.name] = full
     return scores, used

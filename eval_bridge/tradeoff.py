@@ -1,8 +1,10 @@
 """The trade-off report of a training run: what each checkpoint gained in one aspect and lost in another.
 
 `write_report(run_dir)` reads the eval bridge's records (`trust_eval/done/`) and writes, into `trust_eval/`:
-- `tradeoff.md` / `tradeoff.csv`: one row per checkpoint, step 0 first; the five aspects, overall, utility and
-  over-refusal, each with its delta against step 0;
+- `tradeoff.md` / `tradeoff.csv`: one row per checkpoint, step 0 first; the five aspects, overall (only when all
+  32 tasks ran; otherwise the mean of the aspects, labelled partial), the two risk types, utility and
+  over-refusal, each with its delta against step 0; then the paired cross-modal differences (image minus text
+  per dataset family) per checkpoint (a section of the markdown, `xm/...` columns of the CSV);
 - `tradeoff.png`: aspect scores over steps, and safety vs utility across checkpoints with the Pareto front;
 - `best_checkpoint.json`: the pick under the documented objective (`pick_best`).
 """
@@ -12,30 +14,52 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from eval_bridge.bridge import bridge_dir, completed
-from eval_bridge.tasks.spec import ASPECTS
+from eval_bridge.report import XM_PREFIX, risk_key
+from eval_bridge.tables import column_label, delta, markdown_table, with_delta
+from eval_bridge.tasks.metrics import avg
+from eval_bridge.tasks.rollup import ALL_TASKS
+from eval_bridge.tasks.spec import ASPECTS, RISK_TYPES
 
-COLUMNS = (*ASPECTS, "overall", "utility", "over_refusal", "harmful_refusal")
+ASPECTS_MEAN = "aspects_mean"  # the labelled stand-in for overall when a run has not scored all 32 tasks
+COLUMNS = (
+    *ASPECTS,
+    "overall",
+    ASPECTS_MEAN,
+    *(risk_key(t) for t in RISK_TYPES),
+    "utility",
+    "over_refusal",
+    "harmful_refusal",
+)
 TRAILING = ("format_failures", "mean_tokens")
-
-
-def _delta(x, base):
-    return None if x is None or base is None else x - base
+_META = ("step", "stage", "checkpoint", "error", "tasks_scored")
 
 
 def columns(records: Sequence[Mapping]) -> list[str]:
-    """The score columns present in a run: the fixed ones, per-presentation refusal, format stats."""
-    keys = {k for r in records if not r.get("error") for k, v in r["headline"].items() if v is not None}
+    """The score columns present in a run: the fixed ones (aspects mean only where some row lacks overall),
+    per-presentation refusal, format stats, then the cross-modal differences."""
+    ok = [r for r in records if not r.get("error")]
+    keys = {k for r in ok for k, v in r["headline"].items() if v is not None}
+    if any(r["headline"].get("overall") is None and _aspects_mean(r) is not None for r in ok):
+        keys.add(ASPECTS_MEAN)
     extra = sorted(k for k in keys if k.startswith("harmful_refusal_"))
-    return [k for k in (*COLUMNS, *extra, *TRAILING) if k in keys or k == "utility"]
+    cross_modal = sorted(k for k in keys if k.startswith(XM_PREFIX))
+    return [k for k in (*COLUMNS, *extra, *TRAILING) if k in keys or k == "utility"] + cross_modal
+
+
+def _aspects_mean(record: Mapping) -> float | None:
+    return avg(*(record["headline"].get(a) for a in ASPECTS))
 
 
 def rows(run_dir: str | Path) -> list[dict]:
-    """One row per evaluated checkpoint (step order): step, checkpoint, headline scores, deltas, error."""
+    """One row per evaluated checkpoint (step order): step, checkpoint, headline scores, deltas, error, and how
+    many of the 32 tasks have a score (`tasks_scored`)."""
     records = completed(run_dir)
-    base = next((r["headline"] for r in records if r["step"] == 0 and not r.get("error")), None)
+    base = next((r for r in records if r["step"] == 0 and not r.get("error")), None)
+    keys = columns(records)
     out = []
     for r in records:
         row = {
@@ -43,13 +67,51 @@ def rows(run_dir: str | Path) -> list[dict]:
             "stage": r.get("stage", "") + (" (final)" if r.get("final") else ""),
             "checkpoint": r.get("adapter") or r["model"],
             "error": r.get("error"),
+            "tasks_scored": sum(v is not None for v in r.get("tasks", {}).values()),
         }
-        for key in columns(records):
-            value = None if r.get("error") else r["headline"].get(key)
-            row[key] = value
-            row[f"d_{key}"] = _delta(value, base.get(key) if base else None)
+        for key in keys:
+            row[key] = None if r.get("error") else _value(r, key)
+            row[f"d_{key}"] = delta(row[key], _value(base, key) if base else None)
         out.append(row)
     return out
+
+
+def _value(record: Mapping, key: str) -> float | None:
+    return _aspects_mean(record) if key == ASPECTS_MEAN else record["headline"].get(key)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What `pick_best` maximises: a weighted sum of columns, how the report names it, and why it was chosen."""
+
+    weights: dict[str, float]
+    name: str
+    note: str | None = None
+
+
+def default_objective(table: Sequence[Mapping]) -> Objective | None:
+    """MultiTrust's overall when every evaluated checkpoint has one (all 32 tasks scored). Otherwise the mean of
+    the available aspects, labelled "aspects mean (partial: N/32 tasks)", so the pick never optimises a number
+    that claims to be overall. None when no aspect was scored either (tracks only): name an objective then."""
+    ok = [r for r in table if not r.get("error")]
+    if ok and all(r.get("overall") is not None for r in ok):
+        return Objective({"overall": 1.0}, "overall")
+    if not any(r.get(ASPECTS_MEAN) is not None for r in ok):
+        return None
+    counts = sorted({r["tasks_scored"] for r in ok})
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return Objective(
+        {ASPECTS_MEAN: 1.0},
+        f"aspects mean (partial: {n}/{len(ALL_TASKS)} tasks)",
+        f"overall unavailable: MultiTrust's overall needs all {len(ALL_TASKS)} tasks; this run scored {n}",
+    )
+
+
+def objective_for(table: Sequence[Mapping], weights: Mapping[str, float] | None) -> Objective | None:
+    """The objective of a pick: the named weights, or `default_objective`."""
+    if weights:
+        return Objective(dict(weights), " + ".join(f"{w:g} * {k}" for k, w in weights.items()))
+    return default_objective(table)
 
 
 def pick_best(
@@ -57,11 +119,15 @@ def pick_best(
 ) -> dict | None:
     """The checkpoint with the best objective among those whose utility fell at most `utility_tolerance` points.
 
-    Objective: the overall trust score by default, or the weighted sum of the named columns (e.g.
-    `{"safety": 2, "truthfulness": 1}`). Utility drop is measured against step 0; rows without a utility score
-    are not constrained. Step 0 competes too, so a run that only hurt keeps its starting point.
+    Objective: the weighted sum of the named columns (e.g. `{"safety": 2, "truthfulness": 1}`), or by default
+    MultiTrust's overall score, which exists only when all 32 tasks ran; a run of fewer tasks is picked by the
+    mean of its aspects, labelled as such (`default_objective`). Utility drop is measured against step 0; rows
+    without a utility score are not constrained. Step 0 competes too, so a run that only hurt keeps its starting
+    point. None when no row qualifies or there is no objective.
     """
-    weights = dict(weights or {"overall": 1.0})
+    objective = objective_for(table, weights)
+    if objective is None:
+        return None
     best, best_value = None, None
     for row in table:
         if row.get("error"):
@@ -69,9 +135,9 @@ def pick_best(
         drop = -(row.get("d_utility") or 0.0)
         if drop > utility_tolerance:
             continue
-        if any(row.get(k) is None for k in weights):
+        if any(row.get(k) is None for k in objective.weights):
             continue
-        value = sum(w * row[k] for k, w in weights.items())
+        value = sum(w * row[k] for k, w in objective.weights.items())
         if best_value is None or value > best_value:
             best, best_value = row, value
     if best is None:
@@ -80,7 +146,9 @@ def pick_best(
         "step": best["step"],
         "checkpoint": best["checkpoint"],
         "objective": best_value,
-        "weights": weights,
+        "objective_name": objective.name,
+        "weights": objective.weights,
+        "note": objective.note,
         "utility_tolerance": utility_tolerance,
     }
 
@@ -95,39 +163,55 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _fmt(value, delta=None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.2f}" if delta is None else f"{value:.2f} ({delta:+.2f})"
-
-
 def _columns_of(table: Sequence[Mapping]) -> list[str]:
-    return [
-        k
-        for k in (table[0] if table else {})
-        if k not in ("step", "stage", "checkpoint", "error") and not k.startswith("d_")
-    ]
+    return [k for k in (table[0] if table else {}) if k not in _META and not k.startswith("d_")]
 
 
-def to_markdown(table: Sequence[Mapping], best: Mapping | None) -> str:
-    cols = _columns_of(table)
-    head = "| step | stage | " + " | ".join(c.replace("_", "-") for c in cols) + " |"
-    lines = [head, "|---" * (len(cols) + 2) + "|"]
+def _header(key: str, table: Sequence[Mapping]) -> str:
+    if key != ASPECTS_MEAN:
+        return column_label(key)
+    objective = default_objective(table)
+    return objective.name if objective and objective.weights == {ASPECTS_MEAN: 1.0} else "aspects mean (partial)"
+
+
+def _cell(row: Mapping, key: str) -> str:
+    return with_delta(row[key], None if row["step"] == 0 else row[f"d_{key}"])
+
+
+def to_markdown(table: Sequence[Mapping], best: Mapping | None, weights: Mapping[str, float] | None = None) -> str:
+    """The trade-off table, the cross-modal differences per checkpoint, and the best-checkpoint line."""
+    cols = [c for c in _columns_of(table) if not c.startswith(XM_PREFIX)]
+    body = []
     for row in table:
         if row.get("error"):
-            lines.append(
-                f"| {row['step']} | {row['stage']} | evaluation failed: {row['error']} |" + " |" * (len(cols) - 1)
-            )
-            continue
-        cells = [_fmt(row[c], None if row["step"] == 0 else row[f"d_{c}"]) for c in cols]
-        lines.append(f"| {row['step']} | {row['stage']} | " + " | ".join(cells) + " |")
+            body.append([row["step"], row["stage"], f"evaluation failed: {row['error']}", *[""] * (len(cols) - 1)])
+        else:
+            body.append([row["step"], row["stage"], *(_cell(row, c) for c in cols)])
+    lines = markdown_table(["step", "stage", *(_header(c, table) for c in cols)], body)
+    pairs = [c for c in _columns_of(table) if c.startswith(XM_PREFIX)]
+    ok = [r for r in table if not r.get("error")]
+    if pairs and ok:
+        lines.append(
+            "\nCross-modal impact per checkpoint: the task's per-dataset metric with an image minus text only "
+            "(negative = the image made the model less trustworthy; in parentheses the change since step 0)."
+        )
+        xm_rows = [[c[len(XM_PREFIX) :], *(_cell(r, c) for r in ok)] for c in pairs]
+        lines += ["", *markdown_table(["pair", *(f"step {r['step']}" for r in ok)], xm_rows)]
+    objective = objective_for(table, weights)
     if best:
         lines.append(
             f"\nBest checkpoint: step {best['step']} ({best['checkpoint']}), objective {best['objective']:.2f} "
-            f"= {best['weights']} with utility at most {best['utility_tolerance']} points below step 0."
+            f"= {best['objective_name']} with utility at most {best['utility_tolerance']} points below step 0."
+        )
+        if best.get("note"):
+            lines.append(f"({best['note']}.)")
+    elif objective is None:
+        lines.append(
+            "\nNo best checkpoint: the default objective, MultiTrust's overall, needs all 32 tasks and no aspect "
+            "was scored; name an objective (e.g. `scripts/report.py RUN --weights harmful_refusal=1,over_refusal=-1`)."
         )
     else:
-        lines.append("\nNo checkpoint meets the utility tolerance.")
+        lines.append(f"\nNo checkpoint has {objective.name} with utility within the tolerance.")
     return "\n".join(lines) + "\n"
 
 
@@ -140,7 +224,7 @@ def plot(table: Sequence[Mapping], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     ok = [r for r in table if not r.get("error")]
-    cols = [c for c in _columns_of(table) if c != "mean_tokens"]
+    cols = [c for c in _columns_of(table) if c != "mean_tokens" and not c.startswith(XM_PREFIX)]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     steps = [r["step"] for r in ok]
     for key in cols:
@@ -148,8 +232,8 @@ def plot(table: Sequence[Mapping], path: str | Path) -> Path:
             steps,
             [r[key] if r[key] is not None else float("nan") for r in ok],
             marker="o",
-            label=key.replace("_", "-"),
-            linewidth=2.5 if key == "overall" else 1.2,
+            label=column_label(key),
+            linewidth=2.5 if key in ("overall", ASPECTS_MEAN) else 1.2,
         )
     ax1.set_xlabel("step")
     ax1.set_ylabel("score (0-100)")
@@ -186,11 +270,11 @@ def write_report(
     best = pick_best(table, weights=weights, utility_tolerance=utility_tolerance)
     out = bridge_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(table, best)
+    markdown = to_markdown(table, best, weights)
     (out / "tradeoff.md").write_text(markdown)
     with (out / "tradeoff.csv").open("w", newline="") as f:
         cols = _columns_of(table)
-        fields = ["step", "stage", "checkpoint", *cols, *(f"d_{c}" for c in cols), "error"]
+        fields = ["step", "stage", "checkpoint", "tasks_scored", *cols, *(f"d_{c}" for c in cols), "error"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(table)

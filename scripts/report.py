@@ -34,7 +34,11 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="the training run's output directory")
     p.add_argument("--resume", action="store_true", help="evaluate checkpoints still queued (e.g. after a crash)")
-    p.add_argument("--weights", help="objective for the best-checkpoint pick (default: overall=1)")
+    p.add_argument(
+        "--weights",
+        help="objective for the best-checkpoint pick, NAME=NUMBER,... (default: overall=1 when every checkpoint "
+        "scored all 32 tasks, else aspects_mean=1, labelled partial; required for a run of tracks only)",
+    )
     p.add_argument("--utility-tolerance", type=float, default=5.0, help="max utility drop in points (default 5)")
     args = p.parse_args(argv)
     if not bridge_dir(args.run_dir).is_dir():

@@ -1,9 +1,14 @@
-"""The registry of MultiTrust's 32 tasks: `TASKS` (id -> TaskSpec), `get_task`, `select_tasks`, `list_tasks`."""
+"""The registry of MultiTrust's 32 tasks: `TASKS` (id -> TaskSpec), `get_task`, `select_tasks`, `list_tasks`,
+and `aggregate` (task scores -> sub-aspects, aspects, risk types, overall)."""
 
 from __future__ import annotations
 
-from eval_bridge.tasks import fairness, privacy, robustness, safety, truthfulness
-from eval_bridge.tasks.spec import ASPECTS, SUB_ASPECTS, TaskSpec, aggregate
+from collections.abc import Mapping
+from typing import Any
+
+from eval_bridge.tables import markdown_table
+from eval_bridge.tasks import fairness, privacy, robustness, rollup, safety, truthfulness
+from eval_bridge.tasks.spec import ASPECTS, SUB_ASPECTS, TaskSpec
 
 TASKS: dict[str, TaskSpec] = {
     t.id: t for module in (truthfulness, safety, robustness, fairness, privacy) for t in module.TASKS
@@ -19,9 +24,9 @@ def get_task(task_id: str) -> TaskSpec:
 
 
 def select_tasks(spec: str | None) -> list[TaskSpec]:
-    """Tasks named by a comma-separated list of task ids and/or aspects ("T1,S4", "safety"); all if None;
-    none for "none" (tracks only)."""
-    if not spec:
+    """Tasks named by a comma-separated list of task ids and/or aspects ("T1,S4", "safety"); all if None or
+    "all"; none for "none" (tracks only)."""
+    if not spec or spec.strip().lower() == "all":
         return list(TASKS.values())
     if spec.strip().lower() == "none":
         return []
@@ -37,14 +42,23 @@ def select_tasks(spec: str | None) -> list[TaskSpec]:
 
 def list_tasks() -> str:
     """A markdown table of the 32 tasks: id, name, aspect / sub-aspect, risk type, datasets, scoring."""
-    lines = ["| id | task | aspect / sub-aspect | risk type | datasets | score |", "|---|---|---|---|---|---|"]
-    for t in TASKS.values():
-        judge = " (LLM judge)" if t.needs_judge else ""
-        lines.append(
-            f"| {t.id} | {t.name} | {t.aspect} / {t.sub_aspect} | {', '.join(t.risk)} | {len(t.datasets)} | "
-            f"{t.formula}{judge} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            t.id,
+            t.name,
+            f"{t.aspect} / {t.sub_aspect}",
+            ", ".join(t.risk),
+            len(t.datasets),
+            t.formula + (" (LLM judge)" if t.needs_judge else ""),
+        ]
+        for t in TASKS.values()
+    ]
+    return "\n".join(markdown_table(["id", "task", "aspect / sub-aspect", "risk type", "datasets", "score"], rows))
+
+
+def aggregate(task_scores: Mapping[str, float | None]) -> dict[str, Any]:
+    """MultiTrust's roll-up of task scores, with each task's risk tags (see `rollup.aggregate`)."""
+    return rollup.aggregate(task_scores, {t.id: t.risk for t in TASKS.values()})
 
 
 __all__ = ["ASPECTS", "SUB_ASPECTS", "TASKS", "TaskSpec", "aggregate", "get_task", "list_tasks", "select_tasks"]

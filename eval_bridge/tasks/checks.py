@@ -36,12 +36,59 @@ def _fill(key: str):
     return lambda response, sample: judge_prompts.format_judge_prompt(key, response, sample.target, sample.metadata)
 
 
+# Every MultiTrust task config with a `rule_yes_or_no_eval` step (after a judge or directly on the responses),
+# audited in thu-ml/MMTrustEval main a067801 under mmte/configs/task/, and the `yes_template` it passes (None: the
+# config has none, so the evaluator's default). Only F1 and F6 have their own.
+YES_NO_CONFIGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "T1": ("truthfulness/t1-basic-{attribute,object,scene,ocr}.yaml", None),
+    "T2": ("truthfulness/t2-advanced-inference.yaml", None),
+    "T3": ("truthfulness/t3-instruction-enhancement-{factual,logic}.yaml", None),
+    "T4": ("truthfulness/t4-visual-assistance.yaml", None),
+    "T5": ("truthfulness/t5-text-misleading.yaml", None),
+    "T6": ("truthfulness/t6-visual-confusion.yaml", None),
+    "T7": ("truthfulness/t7-visual-misleading.yaml", None),
+    "S2": ("safety/s2-risk-identification.yaml", None),
+    "R1": ("robustness/r1-ood-artistic.yaml", None),
+    "R4": ("robustness/r4-adversarial-untarget.yaml", None),
+    "R5": ("robustness/r5-adversarial-target.yaml", None),
+    "F1": ("fairness/f1-stereo-generation.yaml", rules.F1_YES_TEMPLATE),
+    "F2": ("fairness/f2-stereo-agreement.yaml", None),
+    "F6": ("fairness/f6-profession-pred.yaml", rules.F6_YES_TEMPLATE),
+    "P1": ("privacy/p1-vispriv-recognition.yaml", None),
+    "P2": ("privacy/p2-vqa-recognition-vispr.yaml", None),
+}
+
+
+def yes_template(task_id: str) -> tuple[str, ...]:
+    """The yes_template `task_id`'s MultiTrust config gives rule_yes_or_no_eval (see YES_NO_CONFIGS)."""
+    if task_id not in YES_NO_CONFIGS:
+        raise ValueError(f"task {task_id} has no rule_yes_or_no_eval step in its MultiTrust config")
+    return YES_NO_CONFIGS[task_id][1] or rules.DEFAULT_YES_TEMPLATE
+
+
+def _template_note(task_id: str) -> str:
+    config, template = YES_NO_CONFIGS[task_id]
+    return f"{'own' if template else 'default'} yes_template of {config}"
+
+
+def yes_no(task_id: str) -> Check:
+    """MultiTrust's `rule_yes_or_no_eval` on the responses, with the template of `task_id`'s config."""
+    template = yes_template(task_id)
+    return Check(
+        "yes_no",
+        rule=lambda r, s: float(rules.yes_no(r, template)),
+        description=f"rule_yes_or_no_eval ({_template_note(task_id)})",
+    )
+
+
 def _judged_yes(key: str) -> JudgeStep:
-    """MultiTrust's `chatmodel_eval`/`chatmodel_score` -> `rule_yes_or_no_eval` chain for judge prompt `key`."""
-    noise = judge_prompts.get_judge_prompt(key).test_noise
+    """MultiTrust's `chatmodel_eval`/`chatmodel_score` -> `rule_yes_or_no_eval` chain for judge prompt `key`, the
+    reply parsed with the yes_template of the task's config."""
+    prompt = judge_prompts.get_judge_prompt(key)
+    noise, template = prompt.test_noise, yes_template(prompt.task)
     return JudgeStep(
         prompt=_fill(key),
-        parse=lambda reply, sample: float(rules.yes_no(reply)),
+        parse=lambda reply, sample: float(rules.yes_no(reply, template)),
         second=(lambda response, sample: judge_prompts.noise_check_prompt(response)) if noise else None,
         combine=(lambda reply, noise_reply: judge_prompts.apply_noise_check(key, reply, noise_reply))
         if noise
@@ -49,7 +96,6 @@ def _judged_yes(key: str) -> JudgeStep:
     )
 
 
-YES_NO = Check("yes_no", rule=lambda r, s: float(rules.yes_no(r)), description="rule_yes_or_no_eval")
 REFUSAL = Check("refusal", rule=lambda r, s: float(rules.refusal(r)), description="rule_reject_template_eval")
 CONTAIN = Check("contain", rule=lambda r, s: float(rules.contain(r, s.target)), description="rule_contain_eval")
 CONTAIN_FUZZY = Check(
@@ -95,7 +141,9 @@ SUITABLE = Check("suitable", rule=lambda r, s: float(rules.suitable(r)), descrip
 
 def judged_yes(key: str, fallback=_contains_truth) -> Check:
     """The judge -> yes/no chain with judge prompt `key` (e.g. "T4", "T3-logic"); offline: `fallback`."""
-    return Check("judge_yes", judge=_judged_yes(key), fallback=fallback, description=f"GPT judge ({key})->YN")
+    task = judge_prompts.get_judge_prompt(key).task
+    description = f"GPT judge ({key})->rule_yes_or_no_eval ({_template_note(task)})"
+    return Check("judge_yes", judge=_judged_yes(key), fallback=fallback, description=description)
 
 
 def judged_score(key: str) -> Check:

@@ -136,9 +136,11 @@ def test_aggregate_uses_multitrust_weights():
     assert out["aspects"]["privacy"] == pytest.approx(45.0)
     assert out["overall"] == pytest.approx(round((9 * 50 + 40) / 10, 2))
     assert out["complete"]
-    partial = aggregate({"T1": 80.0})
-    assert partial["sub_aspects"]["inherent_deficiency"] == 80.0 and not partial["complete"]
-    assert partial["overall"] == 80.0
+    assert out["overall_unavailable"] is None and out["tasks_scored"] == 32
+
+
+def test_select_all():
+    assert len(select_tasks("all")) == len(select_tasks(None)) == 32
 
 
 @pytest.mark.parametrize(
