@@ -1,4 +1,4 @@
-"""Generate responses for a file of samples with any VLM (base + optional LoRA adapter), in batches.
+"""Generate responses for a file of samples with any VLM (base + optional LoRA adapter), continuously batched.
 
 Input: a .jsonl/.json file of sample records (see eval_bridge/samples.py): {"id", "prompt", "images", ...}.
 Output: JSON Lines {"id", "prompt", "response"} in input order.
@@ -21,7 +21,13 @@ def main(argv=None) -> None:
     p.add_argument("--samples", required=True, help=".jsonl or .json file of sample records")
     p.add_argument("--data-root", help="folder that image paths are relative to (default: the samples' folder)")
     p.add_argument("--output", required=True, help="where to write the responses (.jsonl)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="rows decoding at once, at most")
+    p.add_argument(
+        "--token-budget",
+        type=int,
+        default=GenerationSettings.token_budget,
+        help="running rows x their padded length (prompt + generated) at most, when admitting a sample",
+    )
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -42,6 +48,7 @@ def main(argv=None) -> None:
         top_p=args.top_p,
         seed=args.seed,
         batch_size=args.batch_size,
+        token_budget=args.token_budget,
     )
     generations = vlm.generate(samples, settings, progress=True)
     with open(args.output, "w", encoding="utf-8") as f:

@@ -1,14 +1,17 @@
 """One adapter over Hugging Face VLMs: load (base, optional PEFT adapter), build chat inputs, generate in batches.
 
 Every component of the toolkit that runs a model goes through `VLM`: the trust suite, the eval bridge, the
-inference-time mitigations and RESA's trace sampling. Generation is batched with left padding (decoder-only
-models continue from the right edge), so a batch of prompts of different lengths, with and without images,
-gives the same greedy text as generating each alone.
+inference-time mitigations and RESA's trace sampling. Generation runs through one continuous-batching decode
+loop (`eval_bridge.models.decode`): prompts are left-padded (decoder-only models continue from the right edge),
+finished rows leave the batch and waiting samples join it, so a batch of prompts of different lengths, with and
+without images, gives the same greedy text as generating each alone. Families the loop does not support use
+transformers' `generate` in fixed batches.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from eval_bridge.models import decode
 from eval_bridge.models.fingerprint import fingerprint
 from eval_bridge.samples import Sample, SampleError, load_image
 
@@ -29,12 +33,21 @@ FAMILY_CLASSES = {
     "smolvlm": "SmolVLMForConditionalGeneration",
 }
 
+log = logging.getLogger(__name__)
+_FALLBACKS_LOGGED: set[tuple[str, str]] = set()
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
     """How to decode. Greedy by default, as MultiTrust evaluates.
 
-    Sampled outputs are reproducible for the same seed, samples and batch size.
+    Sampled outputs are reproducible for the same seed and samples: the decode loop seeds each sample's generator
+    with `seed` + the sample's position in the list, whatever else shares its batch (plain `generate` seeds each
+    batch, so there they also depend on the batch size).
+
+    `batch_size` caps the rows decoding at once (plain `generate`: the rows of each batch); `token_budget` caps
+    the decode loop's running rows x their padded length (prompt + generated), so short prompts run in wide
+    batches and long ones in narrow ones. Neither changes greedy text.
     """
 
     max_new_tokens: int = 64
@@ -44,11 +57,13 @@ class GenerationSettings:
     top_k: int | None = None
     seed: int = 0
     batch_size: int = 8
+    token_budget: int = 8192
 
     def cache_key(self) -> dict:
-        """The fields that change generated text (batch size does not, for greedy decoding)."""
+        """The fields that change generated text (batch size and token budget do not, for greedy decoding)."""
         key = asdict(self)
         key.pop("batch_size")
+        key.pop("token_budget")
         if not self.do_sample:
             for name in ("temperature", "top_p", "top_k", "seed"):
                 key.pop(name)
@@ -188,6 +203,7 @@ class VLM:
             # Left padding needs a pad id; EOS is the conventional stand-in and is masked out by attention.
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._fingerprint: str | None = None
+        self.decode_stats: decode.DecodeStats | None = None  # of the last decode-loop run
         self._fingerprinted_version: tuple | None = None
 
     @classmethod
@@ -284,14 +300,7 @@ class VLM:
             the processor's `BatchFeature` (input ids, attention mask, pixel inputs), on the model's device.
         """
         texts = [self.prompt_text(s) for s in samples]
-        images = []
-        for s in samples:
-            try:
-                images.append([load_image(ref) for ref in s.images])
-            except (OSError, ValueError) as err:
-                raise SampleError(
-                    f"cannot load image: {err}", source=s.source or f"sample {s.id}", field="images"
-                ) from err
+        images = [self._images(s) for s in samples]
         if self.text_only:
             # The chat template already holds the special tokens; raw prompts get the tokenizer's (e.g. BOS).
             inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=self.raw_prompts)
@@ -302,6 +311,79 @@ class VLM:
         inputs = self.processor(**kwargs)
         return inputs.to(self.device)
 
+    def _images(self, sample: Sample) -> list:
+        try:
+            return [load_image(ref) for ref in sample.images]
+        except (OSError, ValueError) as err:
+            raise SampleError(
+                f"cannot load image: {err}", source=sample.source or f"sample {sample.id}", field="images"
+            ) from err
+
+    def prompt_lengths(self, samples: Sequence[Sample]) -> list[int]:
+        """Prompt tokens per sample as `prepare` makes them, each image counted as the tokens it expands into.
+
+        Exact where the processor can count an image's tokens from its size (LLaVA, LLaVA-NeXT, Qwen2-VL,
+        Idefics3); otherwise an image counts as its placeholder. Orders samples and sizes batches.
+        """
+        texts = [self.prompt_text(s) for s in samples]
+        add_special = self.raw_prompts if self.text_only else True
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]]
+        count = getattr(self.processor, "_get_num_multimodal_tokens", None)
+        if self.text_only or count is None:
+            return lengths
+        for i, sample in enumerate(samples):
+            if sample.images:
+                sizes = [(image.height, image.width) for image in self._images(sample)]
+                lengths[i] += sum(count(image_sizes=sizes).num_image_tokens) - len(sizes)
+        return lengths
+
+    def decode_requests(self, samples: Sequence[Sample], settings: GenerationSettings) -> list[decode.DecodeRequest]:
+        """One single-row decode request per sample; sample i samples with seed `settings.seed + i`."""
+        lengths = self.prompt_lengths(samples)
+        return [
+            decode.DecodeRequest(rows=(s,), length=n, n_images=len(s.images), seed=settings.seed + i)
+            for i, (s, n) in enumerate(zip(samples, lengths, strict=True))
+        ]
+
+    def decode(
+        self,
+        requests: Sequence[decode.DecodeRequest],
+        settings: GenerationSettings = GenerationSettings(),
+        *,
+        prepare=None,
+        return_logprobs: bool = False,
+        logits_hook: decode.LogitsHook | None = None,
+        progress: bool = False,
+    ) -> list[decode.DecodeOutput]:
+        """Decode requests through the continuous-batching loop (`eval_bridge.models.decode.DecodeLoop`).
+
+        The entry point for methods that decode their own way (several rows per request, a logits hook); their
+        rows go through `prepare` (default `VLM.prepare`, so rows are samples). The loop's counters and timings
+        are left in `self.decode_stats`.
+
+        Raises:
+            NotImplementedError: the loop does not support this model or generation config (the reason is named).
+        """
+        from tqdm.auto import tqdm
+
+        config = self._generation_config(settings, return_logprobs)
+        reason = decode.unsupported_reason(self.model, config)
+        if reason is not None:
+            raise NotImplementedError(f"{self.name}: the decode loop cannot run this model: {reason}")
+        loop = decode.DecodeLoop(
+            self.model,
+            prepare or self.prepare,
+            config,
+            max_rows=settings.batch_size,
+            token_budget=settings.token_budget,
+            logits_hook=logits_hook,
+            return_logprobs=return_logprobs,
+        )
+        with tqdm(total=len(requests), desc="generate", unit="sample", disable=not progress) as bar:
+            outputs = loop.run(requests, on_done=bar.update)
+        self.decode_stats = loop.stats
+        return outputs
+
     @torch.inference_mode()
     def generate(
         self,
@@ -310,11 +392,34 @@ class VLM:
         *,
         return_logprobs: bool = False,
         progress: bool = False,
+        continuous: bool = True,
     ) -> list[Generation]:
-        """Generate one response per sample, `settings.batch_size` samples at a time, in input order.
+        """Generate one response per sample, in input order.
 
-        Samples are grouped by prompt length so that batches carry little padding.
+        By default through the continuous-batching decode loop: at most `settings.batch_size` rows and
+        `settings.token_budget` tokens at once, finished rows leaving and waiting samples joining. With
+        `continuous=False`, or for a model the loop does not support (logged once), transformers' `generate` runs
+        `settings.batch_size` samples at a time. Either way samples are grouped by image count and prompt length
+        so that batches carry little padding.
         """
+        if continuous:
+            reason = decode.unsupported_reason(self.model, self._generation_config(settings, return_logprobs))
+            if reason is None:
+                requests = self.decode_requests(samples, settings)
+                outputs = self.decode(requests, settings, return_logprobs=return_logprobs, progress=progress)
+                return [self._generation(out.token_ids, out.logprobs) for out in outputs]
+            if (self.family, reason) not in _FALLBACKS_LOGGED:
+                _FALLBACKS_LOGGED.add((self.family, reason))
+                log.warning("%s: generating with transformers' generate, not the decode loop: %s", self.name, reason)
+        return self._generate_plain(samples, settings, return_logprobs=return_logprobs, progress=progress)
+
+    def _generation(self, token_ids: list[int], logprobs: list[float] | None) -> Generation:
+        return Generation(self.tokenizer.decode(token_ids, skip_special_tokens=True), token_ids, logprobs)
+
+    def _generate_plain(
+        self, samples: Sequence[Sample], settings: GenerationSettings, *, return_logprobs: bool, progress: bool
+    ) -> list[Generation]:
+        """transformers' `generate`, `settings.batch_size` samples per batch (each batch runs to its longest)."""
         from tqdm.auto import tqdm
 
         order = sorted(range(len(samples)), key=lambda i: (len(samples[i].images), len(self.prompt_text(samples[i]))))
@@ -363,3 +468,42 @@ class VLM:
             lp = logprobs[row, :end].tolist() if logprobs is not None else None
             results.append(Generation(text=text, token_ids=ids, logprobs=lp))
         return results
+
+    @torch.inference_mode()
+    def next_token_logprobs(
+        self,
+        samples: Sequence[Sample],
+        candidates: Sequence[str | int] | None = None,
+        *,
+        batch_size: int = 8,
+        token_budget: int = 8192,
+    ) -> torch.Tensor:
+        """Log-probabilities of the first response token after each sample's prompt (raw model distribution).
+
+        Prompts are prefilled in batches as the decode loop admits them (no decoding). E.g. ECSO's yes-vs-no
+        decision: `next_token_logprobs(samples, ["Yes", "No"])`.
+
+        Args:
+            candidates: token ids, or strings that must each encode to exactly one token; default: the full
+                vocabulary.
+
+        Returns:
+            `(len(samples), len(candidates))`, or `(len(samples), vocab)` without candidates; float32, on CPU.
+        """
+        ids = [self._candidate_id(c) for c in candidates] if candidates is not None else None
+        config = self._generation_config(GenerationSettings(max_new_tokens=1), False)
+        loop = decode.DecodeLoop(self.model, self.prepare, config, max_rows=batch_size, token_budget=token_budget)
+        logits = loop.next_token_logits(self.decode_requests(samples, GenerationSettings()))
+        log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        return log_probs if ids is None else log_probs[:, ids]
+
+    def _candidate_id(self, candidate: str | int) -> int:
+        if isinstance(candidate, int):
+            return candidate
+        ids = self.tokenizer(candidate, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(
+                f"candidate {candidate!r} encodes to {len(ids)} tokens {ids} with {self.name}'s tokenizer; pass a "
+                "string that is one token (e.g. with or without a leading space) or the token id itself"
+            )
+        return ids[0]
