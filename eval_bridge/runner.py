@@ -453,7 +453,7 @@ def _score_task(task: TaskSpec, units: list[_Unit], scorers: Scorers, config: Su
             "scorer_failures": scores.failures(),
         }
         for how in used.values():
-            if how.startswith(("fallback", "unavailable")):
+            if how.startswith(("fallback", "unavailable")) or "(stand-in for " in how:  # offline stand-ins too
                 notes.add(how)
         for k, (s, r) in enumerate(zip(samples, responses, strict=True)):
             values = {name: _json_number(v[k]) for name, v in scores.values.items()}

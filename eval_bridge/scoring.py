@@ -44,21 +44,18 @@ class Scorers:
     ) -> Scorers:
         """Build the scorers from command-line specs (see `scripts/evaluate.py --help`); None = not configured.
 
+        A classifier not named (None) is the offline stand-in (`eval_bridge.scorers.standin`, built on first use;
+        none if `$VLM_TRUST_STANDIN=off`); "none" leaves the role empty; anything else is a local classifier.
         The HarmBench classifier reads its own `[INST]` prompt, so a local one gets it raw and answers in one token.
         """
-        from eval_bridge.scorers.classifier import ClassifierScorer
         from eval_bridge.scorers.judges import judge_from_spec
 
         hb_options = {"raw_prompts": True, "max_new_tokens": 1} if (harmbench or "").startswith("hf:") else {}
         return cls(
             judge=judge_from_spec(judge) if judge else None,
             harmbench=judge_from_spec(harmbench, **(hb_options or {"max_tokens": 1})) if harmbench else None,
-            refusal_classifier=ClassifierScorer(refusal_classifier, ("LABEL_0", "LABEL_4"))
-            if refusal_classifier
-            else None,
-            toxicity_classifier=ClassifierScorer(toxicity_classifier, tuple(toxicity_labels))
-            if toxicity_classifier
-            else None,
+            refusal_classifier=_classifier("refusal", refusal_classifier, ("LABEL_0", "LABEL_4")),
+            toxicity_classifier=_classifier("toxicity", toxicity_classifier, tuple(toxicity_labels)),
         )
 
     def for_judge_role(self, role: str):
@@ -73,6 +70,20 @@ class Scorers:
             name: getattr(getattr(self, name), "id", None)
             for name in ("judge", "harmbench", "refusal_classifier", "toxicity_classifier")
         }
+
+
+def _classifier(kind: str, spec: str | None, positive_labels: tuple[str, ...]):
+    """The classifier of role `kind` for a command-line spec: None or "" -> the stand-in, "none" -> None, else a
+    local classifier directory or hub id."""
+    if not spec:
+        from eval_bridge.scorers.standin import default_standin
+
+        return default_standin(kind)
+    if spec.strip().lower() == "none":
+        return None
+    from eval_bridge.scorers.classifier import ClassifierScorer
+
+    return ClassifierScorer(spec, positive_labels)
 
 
 def _ask_cached(judge, prompts: list[str], cache_dir: str | Path) -> list[str | None]:

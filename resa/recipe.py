@@ -87,6 +87,8 @@ def suite_spec(cfg: ResaConfig, eval_files: dict) -> SuiteSpec:
         tracks=("utility", "over_refusal", "harmful_refusal"),
         response_format="reasoning",
         judge=cfg.eval_judge,
+        refusal_classifier=cfg.eval_refusal_classifier,
+        toxicity_classifier=cfg.eval_toxicity_classifier,
         device=cfg.eval_device,
         server=cfg.eval_server,
     )

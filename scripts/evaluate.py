@@ -64,9 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--judge", help="LLM judge: openai:<model>@<base_url> (key from OPENAI_API_KEY) or hf:<path>")
     p.add_argument("--harmbench-judge", help="jailbreak-success judge, same forms (e.g. hf:<HarmBench-cls path>)")
-    p.add_argument("--refusal-classifier", help="local HF refusal classifier (MultiTrust: longformer-action-ro)")
-    p.add_argument("--toxicity-classifier", help="local HF toxicity classifier (stands in for Perspective/moderation)")
-    p.add_argument("--toxicity-labels", nargs="+", default=["toxic"], help="labels that mean toxic (default: toxic)")
+    p.add_argument(
+        "--refusal-classifier",
+        help="local HF refusal classifier with longformer-action-ro's six labels (MultiTrust: that model); "
+        "default: the offline stand-in trained on PyRIT's human refusal labels (built once, a few CPU minutes); "
+        "none: no classifier (its terms are left out)",
+    )
+    p.add_argument(
+        "--toxicity-classifier",
+        help="local HF toxicity classifier (in place of Perspective / OpenAI moderation); default: the offline "
+        "stand-in trained on PyRIT's human harm scores; none: no classifier (its terms are left out)",
+    )
+    p.add_argument(
+        "--toxicity-labels", nargs="+", default=["toxic"], help="labels of --toxicity-classifier that mean toxic"
+    )
     p.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the checkpoint")
     api = p.add_argument_group("API-served models (--model openai:<model>@<base_url>)")
     api.add_argument(

@@ -6,6 +6,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No test may build the offline stand-in classifiers from the real SmolLM2 (minutes); tests that need one build it
+# on a tiny LM and turn this back on (tests/eval_bridge/scorers/test_standin.py).
+os.environ["VLM_TRUST_STANDIN"] = "off"
 
 import pytest
 import torch

