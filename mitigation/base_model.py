@@ -21,19 +21,19 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import torch
 
+from eval_bridge.files import BUILD_MARKER as MARKER
+from eval_bridge.files import build_once, is_built
 from eval_bridge.models.smollm2 import GGUF_PACKAGE, GGUF_PIN, load_smollm2, parse_gguf_once, smollm2_gguf  # noqa: F401
 from eval_bridge.models.tiny import chat_template
 from mitigation.timing import PhaseClock
 
 RECIPE = "smollm2-135m-clip64-easyvqa-v3"
 BASE_DIR_ENV = "VLM_TRUST_BASE_MODEL_DIR"
-MARKER = "BUILD_COMPLETE.json"
 IMAGE_SIZE, PATCH_SIZE = 64, 32  # easy-VQA images are 64x64: 2x2 patches -> 4 image tokens
 # Small enough to train in seconds on 2 CPU cores, wide enough to tell three shapes apart from 32x32 patches.
 VISION = dict(hidden_size=192, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4)
@@ -213,11 +213,6 @@ def default_base_dir() -> Path:
     return Path(os.environ.get(BASE_DIR_ENV) or cache_root() / "base-model" / RECIPE)
 
 
-def is_built(path: str | Path) -> bool:
-    """True if `path` holds a finished build (its marker file exists)."""
-    return (Path(path) / MARKER).is_file()
-
-
 def ensure_base_model(out_dir: str | Path | None = None, *, log=print, **build_kwargs) -> Path:
     """The directory of the embedded default base model, built on first use.
 
@@ -228,16 +223,7 @@ def ensure_base_model(out_dir: str | Path | None = None, *, log=print, **build_k
     if is_built(out):
         return out
     log(f"building the default base model into {out} (once; a few minutes on CPU)")
-    partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        build_base_model(partial, log=log, **build_kwargs)
-        if out.exists():
-            shutil.rmtree(out)  # an unfinished earlier build (no marker)
-        partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return out
+    return build_once(out, lambda partial: build_base_model(partial, log=log, **build_kwargs))
 
 
 def easy_vqa_samples(n: int, split: str = "test", seed: int = 0) -> list:

@@ -44,7 +44,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -60,11 +59,12 @@ from eval_bridge.data.scorer_evals import (
     stratified_folds,
     stratified_split,
 )
+from eval_bridge.files import BUILD_MARKER as MARKER
+from eval_bridge.files import build_once, is_built
 
 _log = logging.getLogger(__name__)
 
 STANDIN_ENV = "VLM_TRUST_STANDIN"
-MARKER = "BUILD_COMPLETE.json"
 CARD = "standin_card.json"
 VERSION = 2  # 2: openings and objective-achieving answers in training, class-balanced loss
 SAVED_CHECK_ROWS = 64
@@ -169,11 +169,6 @@ def standin_dir(recipe: StandinRecipe, root: str | Path | None = None) -> Path:
     from eval_bridge.cache import cache_root
 
     return Path(root or cache_root()) / "standin" / f"{recipe.name}-smollm2-135m"
-
-
-def is_built(path: str | Path) -> bool:
-    """True if `path` holds a finished stand-in build (its marker file exists)."""
-    return (Path(path) / MARKER).is_file()
 
 
 def standin_assets_installed() -> bool:
@@ -545,19 +540,12 @@ def ensure_standin(
     if is_built(out):
         return out
     log(f"building the offline {recipe.kind} stand-in {recipe.name} into {out} (once; a few CPU minutes)")
-    partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+
+    def build(partial: Path) -> None:
         report = build_standin(recipe, partial, base() if base is not None else None, responses=responses, log=log)
         (partial / MARKER).write_text(json.dumps({"name": report.name, "built_at": report.built_at}) + "\n")
-        if is_built(out):  # another process finished first: keep its build
-            return out
-        if out.exists():
-            shutil.rmtree(out)  # an unfinished earlier build (no marker)
-        partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return out
+
+    return build_once(out, build)
 
 
 def read_card(path: str | Path) -> dict:
