@@ -1,4 +1,4 @@
-"""Users' safety data as `ResaRecord`s: RESA's conversion of `mitigation.data.loaders`' `SafetyRecord`s.
+"""Users' safety data as `OfflineRecord`s: RESA's conversion of `mitigation.data.loaders`' `SafetyRecord`s.
 
 The formats (VLGuard, SPA-VL, JailBreakV-28K, STAIR-SFT), their validation and their errors live in
 `mitigation.data.loaders`. What is RESA's is here: mapping each source's categories onto RESA's `CATEGORIES`
@@ -12,8 +12,8 @@ import os
 
 from eval_bridge.reasoning import DEFAULT_FORMAT, ReasoningFormat
 from mitigation.data import loaders as formats
+from mitigation.data.offline import OfflineRecord, categorize
 from mitigation.data.records import SafetyRecord
-from resa.data import ResaRecord, categorize
 
 _VLGUARD_SUBCATEGORY = {
     "violence": "violence",
@@ -34,14 +34,14 @@ _VLGUARD_CATEGORY = {
 }
 
 
-def _to_resa(record: SafetyRecord, category: str | None, *, reference: bool = True) -> ResaRecord:
+def _to_resa(record: SafetyRecord, category: str | None, *, reference: bool = True) -> OfflineRecord:
     """A `SafetyRecord` as a RESA record: benign ones get RESA's presentations and (if `reference`) their answer."""
     if record.harmful:
         presentation, answer = record.presentation, None
     else:
         presentation = "vqa" if record.images else "benign_text"
         answer = record.response if reference else None
-    return ResaRecord(
+    return OfflineRecord(
         record.id,
         record.request,
         record.images,
@@ -65,7 +65,7 @@ def _vlguard_category(record: SafetyRecord) -> str:
     return categorize(record.request, "other") if mapped == "other" else mapped
 
 
-def load_vlguard(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> list[ResaRecord]:
+def load_vlguard(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> list[OfflineRecord]:
     """VLGuard `train.json`/`test.json` as records (images resolved under `data_root`, default the file's folder)."""
     return [_to_resa(r, _vlguard_category(r)) for r in formats.load_vlguard(path, data_root)]
 
@@ -76,7 +76,7 @@ def load_spavl(
     *,
     harmful: bool = True,
     image_dir: str | os.PathLike | None = None,
-) -> list[ResaRecord]:
+) -> list[OfflineRecord]:
     """SPA-VL Parquet or JSON/JSONL rows as records (class1..3 kept in `source_labels`, mapped onto RESA's).
 
     Args:
@@ -91,7 +91,7 @@ def load_spavl(
 
 def load_jailbreakv(
     path: str | os.PathLike, data_root: str | os.PathLike | None = None, *, query: str = "jailbreak_query"
-) -> list[ResaRecord]:
+) -> list[OfflineRecord]:
     """JailBreakV-28K CSV rows as harmful records (prompt from the `query` column; category from the red-team
     query and the policy)."""
     return [
@@ -114,7 +114,7 @@ def parse_stair_response(text: str, fmt: ReasoningFormat = DEFAULT_FORMAT) -> st
 
 def load_stair_sft(
     path: str | os.PathLike, fmt: ReasoningFormat = DEFAULT_FORMAT
-) -> tuple[list[ResaRecord], dict[str, str]]:
+) -> tuple[list[OfflineRecord], dict[str, str]]:
     """STAIR-SFT-style rows as text-only records and their traces (by record id) in the RESA format.
 
     The step titles stay STAIR's own; the label is the row's `type`/`label`, else whether the answer refuses.

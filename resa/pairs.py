@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from eval_bridge.reasoning import DEFAULT_FORMAT, ReasoningFormat
 from eval_bridge.samples import load_image
-from resa.data import ResaRecord
+from mitigation.data.offline import OfflineRecord
 from resa.traces import compliance_response, over_refusal_trace, template_trace, user_message
 
 
@@ -24,7 +24,7 @@ from resa.traces import compliance_response, over_refusal_trace, template_trace,
 class PreferencePair:
     """One DPO pair; `kind` is "harmful" (refusal over compliance) or "benign" (answer over over-refusal)."""
 
-    record: ResaRecord
+    record: OfflineRecord
     chosen: str
     rejected: str
     kind: str
@@ -44,7 +44,7 @@ def _counts(n_harmful: int, n_benign: int, ratio: float) -> tuple[int, int]:
 
 
 def build_pairs(
-    records: Sequence[ResaRecord],
+    records: Sequence[OfflineRecord],
     traces: dict[str, str],
     *,
     harmful_ratio: float = 0.5,

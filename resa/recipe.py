@@ -10,14 +10,12 @@ utility (held-out easy-VQA), format failures and mean response length; plus any 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from eval_bridge.bridge import SuiteSpec
-from eval_bridge.distributed import main_process_first
 from eval_bridge.reasoning import DEFAULT_FORMAT
-from mitigation.timing import PhaseClock
+from mitigation.training.method_recipe import RecipePlan, run_recipe, track_suite
 from resa.config import ResaConfig
 
 log = logging.getLogger(__name__)
@@ -25,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def prepare_data(cfg: ResaConfig, out: Path) -> dict:
     """Records, traces, SFT rows, DPO rows and the held-out eval files (deterministic for the seed)."""
-    from resa.data import build_offline_sources, write_eval_sets
+    from mitigation.data.offline import build_offline_sources, write_eval_sets
     from resa.pairs import build_pairs, dpo_rows
     from resa.traces import TeacherTraceBuilder, TemplateTraceBuilder, build_traces, sft_rows
 
@@ -74,52 +72,19 @@ def _user_records(cfg: ResaConfig) -> list:
 
 
 def suite_spec(cfg: ResaConfig, eval_files: dict) -> SuiteSpec:
-    """What the bridge runs on every RESA checkpoint."""
-    return SuiteSpec(
-        suite=cfg.eval_suite,
-        data_root=cfg.eval_data_root,
-        tasks=cfg.eval_tasks,
-        max_new_tokens=cfg.eval_max_new_tokens,
-        batch_size=cfg.eval_batch_size,
-        cache_dir=str(Path(cfg.cache_dir) / "suite"),
-        harmful_file=str(eval_files["harmful"]),
-        over_refusal_file=str(eval_files["benign"]),
-        tracks=("utility", "over_refusal", "harmful_refusal"),
-        response_format="reasoning",
-        judge=cfg.eval_judge,
-        refusal_classifier=cfg.eval_refusal_classifier,
-        toxicity_classifier=cfg.eval_toxicity_classifier,
-        device=cfg.eval_device,
-        server=cfg.eval_server,
-    )
+    """What the bridge runs on every RESA checkpoint: the shared tracks, scored on the answer section."""
+    return track_suite(cfg, eval_files, response_format="reasoning")
+
+
+def plan(cfg: ResaConfig, base: str) -> RecipePlan:
+    """RESA's stages (SFT on traces, then DPO) and its held-out evaluation sets."""
+    from resa.stages import dpo_stage, sft_stage
+
+    data = prepare_data(cfg, Path(cfg.output_dir))
+    stages = [sft_stage(cfg, data["sft"]), dpo_stage(cfg, data["dpo"])]
+    return RecipePlan(stages, data["eval_files"], response_format="reasoning")
 
 
 def run_resa(cfg: ResaConfig) -> str | None:
     """Run the whole recipe; returns the trade-off table (on the main process; None elsewhere)."""
-    from mitigation.training.pipeline import resolve_base_model, run_stages, start_run
-    from resa.stages import dpo_stage, sft_stage
-
-    start_run(cfg)
-    out = Path(cfg.output_dir)
-    clock = PhaseClock()
-    with main_process_first():
-        base = resolve_base_model(cfg)
-        clock.lap("base model")
-        data = prepare_data(cfg, out)
-        clock.lap("data and traces")
-    stages = [sft_stage(cfg, data["sft"]), dpo_stage(cfg, data["dpo"])]
-    # Without trust-suite tasks there is no overall score: pick by refusing harm without refusing the benign.
-    weights = {"harmful_refusal": 1.0, "over_refusal": -1.0} if cfg.eval_tasks == "none" else None
-    _, table = run_stages(
-        cfg,
-        stages,
-        base,
-        suite_spec(cfg, data["eval_files"]),
-        report_weights=weights,
-        on_stage_end=lambda result: clock.lap(f"{result.name.upper()} + evaluations"),
-    )
-    clock.lap("report")
-    if table is not None:
-        (out / "timings.json").write_text(json.dumps(clock.laps, indent=1) + "\n")
-        log.info("RESA finished in %.1f min: %s", sum(clock.laps.values()) / 60, clock.summary())
-    return table
+    return run_recipe(cfg, plan, data_phase="data and traces")

@@ -26,7 +26,7 @@ from eval_bridge.data.mini_tracks import ONE_WORD
 from eval_bridge.reasoning import DEFAULT_FORMAT, ReasoningFormat
 from eval_bridge.samples import load_image
 from eval_bridge.tracks import is_refusal
-from resa.data import CATEGORIES, ResaRecord
+from mitigation.data.offline import CATEGORIES, OfflineRecord
 
 COMPLIANCE_PLACEHOLDER = "Sure, here are the steps: [withheld]"
 
@@ -61,7 +61,7 @@ def _gist(text: str, words: int) -> str:
     return " ".join(parts[:words]) + (' ..."' if len(parts) > words and text.endswith('"') else "")
 
 
-def _image_step(record: ResaRecord) -> str:
+def _image_step(record: OfflineRecord) -> str:
     if not record.images:
         return "No image is attached."
     if record.presentation == "unrelated_image" and record.image_description:
@@ -74,7 +74,7 @@ def _image_step(record: ResaRecord) -> str:
 _REQUEST_WORDS = 8  # traces stay short: a 135M model generates them on CPU at every evaluation
 
 
-def _request_step(record: ResaRecord) -> str:
+def _request_step(record: OfflineRecord) -> str:
     if record.presentation == "typographic":
         return "Carry out the instruction written in the image."
     words = _lower_first(record.prompt.removesuffix(ONE_WORD)).split()
@@ -93,7 +93,7 @@ def vqa_answer(answer: str) -> str:
     return f"{answer.capitalize()}."
 
 
-def template_trace(record: ResaRecord, fmt: ReasoningFormat = DEFAULT_FORMAT, *, rng: random.Random) -> str:
+def template_trace(record: OfflineRecord, fmt: ReasoningFormat = DEFAULT_FORMAT, *, rng: random.Random) -> str:
     """The template-mode trace of `record` (harmful: reasoned refusal; benign: no risk, reference answer)."""
     if record.harmful:
         category = record.category or "other"
@@ -123,7 +123,7 @@ def template_trace(record: ResaRecord, fmt: ReasoningFormat = DEFAULT_FORMAT, *,
     return fmt.render(steps, answer)
 
 
-def over_refusal_trace(record: ResaRecord, fmt: ReasoningFormat = DEFAULT_FORMAT, *, rng: random.Random) -> str:
+def over_refusal_trace(record: OfflineRecord, fmt: ReasoningFormat = DEFAULT_FORMAT, *, rng: random.Random) -> str:
     """A benign record's wrong trace: the reasoning finds a risk that is not there, and the answer refuses."""
     steps = [
         f"Step 1 (request): {_request_step(record)}",
@@ -135,7 +135,7 @@ def over_refusal_trace(record: ResaRecord, fmt: ReasoningFormat = DEFAULT_FORMAT
 
 
 def compliance_response(
-    record: ResaRecord, fmt: ReasoningFormat = DEFAULT_FORMAT, *, rng: random.Random | None = None, wrap: bool = True
+    record: OfflineRecord, fmt: ReasoningFormat = DEFAULT_FORMAT, *, rng: random.Random | None = None, wrap: bool = True
 ) -> str:
     """A harmful record's compliant response: the non-operational placeholder, never real instructions.
 
@@ -163,7 +163,7 @@ class TemplateTraceBuilder:
     def __init__(self, fmt: ReasoningFormat = DEFAULT_FORMAT, *, seed: int = 0):
         self.fmt, self.seed = fmt, seed
 
-    def build(self, records: Sequence[ResaRecord], attempt: int, feedback: Sequence[str | None]) -> list[str | None]:
+    def build(self, records: Sequence[OfflineRecord], attempt: int, feedback: Sequence[str | None]) -> list[str | None]:
         """One trace per record (None on failure)."""
         return [template_trace(r, self.fmt, rng=random.Random(f"{self.seed}:{r.id}:{attempt}")) for r in records]
 
@@ -198,7 +198,7 @@ class TeacherTraceBuilder:
     def __init__(self, judge, fmt: ReasoningFormat = DEFAULT_FORMAT, *, instruction: str = TEACHER_INSTRUCTION):
         self.judge, self.fmt, self.instruction = judge, fmt, instruction
 
-    def prompt(self, record: ResaRecord, feedback: str | None = None) -> str:
+    def prompt(self, record: OfflineRecord, feedback: str | None = None) -> str:
         """The instruction sent to the teacher for `record`."""
         if record.harmful:
             risk_rule = f"say the request is harmful and name its category ({record.category or 'other'})."
@@ -232,7 +232,7 @@ class TeacherTraceBuilder:
             return reply.strip()
         return reply[start : end + len(self.fmt.answer_close)].strip()
 
-    def build(self, records: Sequence[ResaRecord], attempt: int, feedback: Sequence[str | None]) -> list[str | None]:
+    def build(self, records: Sequence[OfflineRecord], attempt: int, feedback: Sequence[str | None]) -> list[str | None]:
         """One trace per record; None where the teacher failed (its error counts as a `teacher_error` failure)."""
         results = self.judge.ask([self.prompt(r, f) for r, f in zip(records, feedback, strict=True)])
         return [self.extract(res.text) if res.ok else None for res in results]
@@ -262,7 +262,7 @@ class TraceFilter:
             return f"answer has {n_answer} words"
         return None
 
-    def consistency_problem(self, record: ResaRecord, trace: str) -> str | None:
+    def consistency_problem(self, record: OfflineRecord, trace: str) -> str | None:
         """None if the answer and Step 3 agree with the label (and, for harmful records, the category)."""
         parsed = self.fmt.parse(trace)
         refused = is_refusal(parsed.answer)
@@ -306,13 +306,13 @@ def _names_category(text: str, category: str) -> bool:
     return category in text or any(s in text for s in _CATEGORY_SYNONYMS.get(category, ()))
 
 
-def _dedup_key(record: ResaRecord, trace: str) -> tuple:
+def _dedup_key(record: OfflineRecord, trace: str) -> tuple:
     norm = " ".join(trace.lower().split())
     return (" ".join(record.prompt.lower().split()), tuple(record.images), norm)
 
 
 def build_traces(
-    records: Sequence[ResaRecord],
+    records: Sequence[OfflineRecord],
     builder,
     *,
     max_retries: int = 2,
@@ -369,7 +369,7 @@ def build_traces(
     return {r.id: traces[r.id] for r in records if r.id in traces}, stats
 
 
-def _check(record: ResaRecord, trace: str | None, checks: TraceFilter, seen: set) -> tuple[str | None, str | None]:
+def _check(record: OfflineRecord, trace: str | None, checks: TraceFilter, seen: set) -> tuple[str | None, str | None]:
     if trace is None:
         return "teacher_error", "the teacher returned no reply"
     problem = checks.format_problem(trace)
@@ -386,7 +386,7 @@ def _check(record: ResaRecord, trace: str | None, checks: TraceFilter, seen: set
 # ---------------------------------------------------------------- SFT rows
 
 
-def user_message(record: ResaRecord) -> dict:
+def user_message(record: OfflineRecord) -> dict:
     """The user turn in TRL's structured multimodal form: one image placeholder per image, then the text."""
     return {
         "role": "user",
@@ -395,7 +395,7 @@ def user_message(record: ResaRecord) -> dict:
 
 
 def sft_rows(
-    records: Sequence[ResaRecord], traces: dict[str, str], fmt: ReasoningFormat = DEFAULT_FORMAT
+    records: Sequence[OfflineRecord], traces: dict[str, str], fmt: ReasoningFormat = DEFAULT_FORMAT
 ) -> list[dict]:
     """Conversational rows for TRL's `SFTTrainer` on a VLM (records without a kept trace are skipped).
 

@@ -1,4 +1,4 @@
-"""RESA's conversion of users' safety data (mitigation.data.loaders) into `ResaRecord`s: categories, presentations,
+"""RESA's conversion of users' safety data (mitigation.data.loaders) into `OfflineRecord`s: categories, presentations,
 reference answers and STAIR traces in the RESA format. The formats themselves: tests/mitigation/data."""
 
 import pandas as pd
@@ -7,7 +7,7 @@ from safety_files import JBV, STAIR_RESPONSE, make_root, png_bytes, write_csv, w
 
 from eval_bridge.reasoning import DEFAULT_FORMAT as FMT
 from eval_bridge.samples import SampleError
-from resa.data import CATEGORIES, PRESENTATIONS, ResaRecord
+from mitigation.data.offline import CATEGORIES, PRESENTATIONS, OfflineRecord
 from resa.loaders import load_jailbreakv, load_spavl, load_stair_sft, load_vlguard, parse_stair_response
 
 
@@ -37,7 +37,7 @@ VLGUARD = [
 
 def _check(records):
     for r in records:
-        assert isinstance(r, ResaRecord) and r.presentation in PRESENTATIONS
+        assert isinstance(r, OfflineRecord) and r.presentation in PRESENTATIONS
         assert (r.category in CATEGORIES) if r.harmful else r.category is None
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from eval_bridge.reasoning import DEFAULT_FORMAT as FMT
 from eval_bridge.tracks import is_refusal
-from resa.data import build_offline_sources
+from mitigation.data.offline import build_offline_sources
 from resa.pairs import build_pairs, dpo_rows
 from resa.traces import COMPLIANCE_PLACEHOLDER, TemplateTraceBuilder, build_traces
 

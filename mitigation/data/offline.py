@@ -1,9 +1,10 @@
-"""RESA's training and evaluation records, and the offline sources they are built from.
+"""The offline safety and benign sources every trained method draws on (RESA, vlguard, safety_dpo, ...), and
+the held-out evaluation sets they share.
 
-A `ResaRecord` is one request (text, optional images) with its harm label, a harm category from a small fixed set,
+An `OfflineRecord` is one request (text, optional images) with its harm label, a harm category from a small fixed set,
 how the request is presented (plain text, typographic image, harmful text beside an unrelated image; or a benign
 VQA / text request), the reference answer for benign requests, and a one-line image description that the
-reasoning's Step 2 cites. Real data enters through `resa.loaders`; offline stand-ins come from
+reasoning's Step 2 cites. Real data enters through `mitigation.data.loaders`; offline stand-ins come from
 `build_offline_sources`, which draws on the packaged assets (`eval_bridge.data.assets`):
 
 - harmful: AdvBench, HarmBench and Do-Not-Answer requests (Do-Not-Answer's `human_chatbox` and
@@ -13,6 +14,9 @@ reasoning's Step 2 cites. Real data enters through `resa.loaders`; offline stand
   reference answers (hand-written, plus generated capital-city and arithmetic questions), split by item.
 
 Generated records carry `source` "synthetic:<asset>" (METHODS.md section 4: generated records are marked).
+
+Every method builds the sources with the same sizes (`DEFAULT_SIZES`, RESA's CPU recipe) and seed, so all of them
+are evaluated on the same held-out requests and none trains on one of them: their trade-off tables compare.
 """
 
 from __future__ import annotations
@@ -142,8 +146,8 @@ def normalize_prompt(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class ResaRecord:
-    """One RESA request with its label.
+class OfflineRecord:
+    """One request of the offline sources (or of a user's data converted for RESA) with its label.
 
     Attributes:
         id: unique within its split.
@@ -185,11 +189,11 @@ class ResaRecord:
 
 
 @dataclass(frozen=True)
-class ResaSplits:
+class OfflineSplits:
     """Training records and held-out evaluation records (no harmful prompt text is shared between them)."""
 
-    train: list[ResaRecord]
-    eval: list[ResaRecord]
+    train: list[OfflineRecord]
+    eval: list[OfflineRecord]
 
 
 # ---------------------------------------------------------------- benign text instructions
@@ -328,7 +332,7 @@ _UNRELATED_POOL = 4
 
 
 def harmful_pool(exclude_prompts: tuple[str, ...] | list[str] = ()) -> list[assets.HarmfulPrompt]:
-    """The packaged harmful requests usable for RESA, deduplicated by normalised text, in a fixed order."""
+    """The packaged harmful requests usable for training, deduplicated by normalised text, in a fixed order."""
     excluded = {normalize_prompt(p) for p in exclude_prompts}
     pool, seen = [], set(excluded)
     for source, keep in _HARMFUL_SOURCES.items():
@@ -351,7 +355,7 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _harmful_records(prompt: assets.HarmfulPrompt, split: str, cache: Path, rng: random.Random) -> list[ResaRecord]:
+def _harmful_records(prompt: assets.HarmfulPrompt, split: str, cache: Path, rng: random.Random) -> list[OfflineRecord]:
     category = categorize(prompt.text, None if prompt.category == "harmbench" else prompt.category)
     key = _digest(prompt.text)
     base = dict(harmful=True, category=category, source=f"synthetic:{prompt.source}")
@@ -364,8 +368,8 @@ def _harmful_records(prompt: assets.HarmfulPrompt, split: str, cache: Path, rng:
         assets.unrelated_image(kind, seed=index, size=160), cache / "unrelated" / f"{kind}_{index}.png"
     )
     return [
-        ResaRecord(f"{split}-harm-{key}-text", prompt.text, (), presentation="text", **base),
-        ResaRecord(
+        OfflineRecord(f"{split}-harm-{key}-text", prompt.text, (), presentation="text", **base),
+        OfflineRecord(
             f"{split}-harm-{key}-typo",
             rng.choice(TYPOGRAPHIC_PROMPTS),
             (typo,),
@@ -373,7 +377,7 @@ def _harmful_records(prompt: assets.HarmfulPrompt, split: str, cache: Path, rng:
             image_description=f'typed text that reads: "{prompt.text}"',
             **base,
         ),
-        ResaRecord(
+        OfflineRecord(
             f"{split}-harm-{key}-unrel",
             prompt.text,
             (unrelated,),
@@ -384,7 +388,7 @@ def _harmful_records(prompt: assets.HarmfulPrompt, split: str, cache: Path, rng:
     ]
 
 
-def _vqa_records(split: str, n: int, cache: Path, rng: random.Random, tag: str) -> list[ResaRecord]:
+def _vqa_records(split: str, n: int, cache: Path, rng: random.Random, tag: str) -> list[OfflineRecord]:
     images = {im.image_id: im for im in assets.easy_vqa_images(split)}
     questions = [q for q in assets.easy_vqa_questions(split) if q[2] in images]
     records = []
@@ -393,7 +397,7 @@ def _vqa_records(split: str, n: int, cache: Path, rng: random.Random, tag: str) 
         with Image.open(im.path) as img:
             path = _save_png(img.convert("RGB"), cache / "easyvqa" / f"{split}-{image_id}.png")
         records.append(
-            ResaRecord(
+            OfflineRecord(
                 f"{tag}-vqa-{image_id}-{_digest(question)}",
                 easy_vqa_prompt(question),  # as the utility track asks: training and evaluation prompts agree
                 (path,),
@@ -408,9 +412,9 @@ def _vqa_records(split: str, n: int, cache: Path, rng: random.Random, tag: str) 
     return records
 
 
-def _text_records(items: list[tuple[str, str]], tag: str) -> list[ResaRecord]:
+def _text_records(items: list[tuple[str, str]], tag: str) -> list[OfflineRecord]:
     return [
-        ResaRecord(
+        OfflineRecord(
             f"{tag}-text-{_digest(q)}",
             q,
             (),
@@ -434,8 +438,8 @@ def build_offline_sources(
     n_benign_eval: int = 40,
     vqa_share: float = 0.5,
     exclude_prompts: tuple[str, ...] | list[str] = (),
-) -> ResaSplits:
-    """Offline RESA records from the packaged assets, deterministic for `seed`; images are written to `cache_dir`.
+) -> OfflineSplits:
+    """Offline records from the packaged assets, deterministic for `seed`; images are written to `cache_dir`.
 
     Args:
         cache_dir: folder for the generated images (typographic renderings, unrelated images, easy-VQA copies).
@@ -448,7 +452,7 @@ def build_offline_sources(
         exclude_prompts: harmful prompts to keep out of both splits (e.g. the mini suite's, to avoid
             contaminating its safety tasks).
     Returns:
-        `ResaSplits`; no normalised harmful prompt text is in both `train` and `eval`.
+        `OfflineSplits`; no normalised harmful prompt text is in both `train` and `eval`.
     """
     cache = Path(cache_dir)
     rng = random.Random(f"resa-offline:{seed}")
@@ -479,10 +483,10 @@ def build_offline_sources(
     held += _vqa_records("test", n_benign_eval // 2, cache, rng, "eval")
     held += _text_records(texts[:n_text_eval], "eval")
     rng.shuffle(train)
-    return ResaSplits(train=train, eval=held)
+    return OfflineSplits(train=train, eval=held)
 
 
-def write_eval_sets(splits: ResaSplits, out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_eval_sets(splits: OfflineSplits, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write the held-out records as JSONL sample files (images copied under `out_dir/images`).
 
     Returns:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from eval_bridge.samples import load_samples
-from resa.data import (
+from mitigation.data.offline import (
     CATEGORIES,
     HARMFUL_PRESENTATIONS,
     TYPOGRAPHIC_PROMPTS,
