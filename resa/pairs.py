@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eval_bridge.reasoning import DEFAULT_FORMAT, ReasoningFormat
-from eval_bridge.samples import load_image
+from mitigation.data import rows
 from mitigation.data.offline import OfflineRecord
-from resa.traces import compliance_response, over_refusal_trace, template_trace, user_message
+from resa.traces import compliance_response, over_refusal_trace, template_trace
 
 
 @dataclass(frozen=True)
@@ -77,21 +77,12 @@ def build_pairs(
 
 
 def dpo_rows(pairs: Sequence[PreferencePair]) -> list[dict]:
-    """Conversational rows for TRL's `DPOTrainer` on a VLM.
+    """Conversational rows for TRL's `DPOTrainer` on a VLM (`mitigation.data.rows.dpo_row`).
 
     Each row: {"prompt": [user turn: image placeholders + text], "chosen": [assistant turn],
     "rejected": [assistant turn], "images": [PIL images]} (empty list for text-only prompts).
     """
-
-    def assistant(text: str) -> list[dict]:
-        return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
-
     return [
-        {
-            "prompt": [user_message(p.record)],
-            "chosen": assistant(p.chosen),
-            "rejected": assistant(p.rejected),
-            "images": [load_image(path) for path in p.record.images],
-        }
+        rows.dpo_row(p.record.prompt, p.record.images, p.chosen, p.rejected, source=p.record.source, row=p.record.id)
         for p in pairs
     ]

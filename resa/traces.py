@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from eval_bridge.data.mini_tracks import ONE_WORD
 from eval_bridge.reasoning import DEFAULT_FORMAT, ReasoningFormat
-from eval_bridge.samples import load_image
 from eval_bridge.tracks import is_refusal
+from mitigation.data import rows
 from mitigation.data.offline import CATEGORIES, OfflineRecord
 
 COMPLIANCE_PLACEHOLDER = "Sure, here are the steps: [withheld]"
@@ -388,10 +388,7 @@ def _check(record: OfflineRecord, trace: str | None, checks: TraceFilter, seen: 
 
 def user_message(record: OfflineRecord) -> dict:
     """The user turn in TRL's structured multimodal form: one image placeholder per image, then the text."""
-    return {
-        "role": "user",
-        "content": [*({"type": "image"} for _ in record.images), {"type": "text", "text": record.prompt}],
-    }
+    return rows.user_message(record.prompt, len(record.images))
 
 
 def sft_rows(
@@ -403,20 +400,15 @@ def sft_rows(
     "images": [PIL images]} (an empty list for text-only records; TRL's vision collator accepts batches that mix
     both, and passes `images=None` when a whole batch has none).
     """
-    rows = []
+    out = []
     for record in records:
         trace = traces.get(record.id)
         if trace is None:
             continue
         if not fmt.parse(trace).well_formed:
             raise ValueError(f"trace of {record.id!r} is not well formed; filter traces with build_traces first")
-        rows.append(
-            {
-                "messages": [user_message(record), {"role": "assistant", "content": [{"type": "text", "text": trace}]}],
-                "images": [load_image(p) for p in record.images],
-            }
-        )
-    return rows
+        out.append(rows.sft_row(record.prompt, record.images, trace, source=record.source, row=record.id))
+    return out
 
 
 __all__ = [
