@@ -206,7 +206,7 @@ def _same_model(a: str, b: str) -> bool:
 
 def process(run_dir: str | os.PathLike, path: Path) -> dict:
     """Evaluate one queued manifest and record the outcome in done/; a failure is recorded, not raised."""
-    from eval_bridge.report import headline
+    from eval_bridge.report import headline, headline_counts
 
     manifest = Manifest.from_json(path.read_text())
     record: dict = {
@@ -222,6 +222,7 @@ def process(run_dir: str | os.PathLike, path: Path) -> dict:
         record.update(
             results_path=str(Path(manifest.output_dir) / "results.json"),
             headline=headline(results),
+            counts=headline_counts(results),
             tasks={t: r["score"] for t, r in results["tasks"].items()},
             error=None,
         )

@@ -47,6 +47,16 @@ def headline(results: dict) -> dict[str, float | None]:
     return row
 
 
+def headline_counts(results: dict) -> dict[str, int]:
+    """How many samples each rate of the headline is over (the tracks, and harmful refusal per presentation):
+    what the trade-off table's confidence intervals need."""
+    tracks = results.get("tracks", {})
+    counts = {track: tracks[track]["n"] for track in TRACKS if tracks.get(track, {}).get("n")}
+    for presentation, n in tracks.get("harmful_refusal", {}).get("n_by_presentation", {}).items():
+        counts[f"harmful_refusal_{presentation}"] = n
+    return counts
+
+
 def _coverage(results: dict, kind: str, name: str, members: Sequence[str]) -> str:
     """ "2/4" tasks scored of a sub-aspect / aspect / risk type."""
     lacking = results.get("partial", {}).get(kind, {}).get(name)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from eval_bridge.bridge import bridge_dir, completed
 from eval_bridge.report import XM_PREFIX, risk_key
-from eval_bridge.tables import column_label, delta, markdown_table, with_delta
+from eval_bridge.tables import column_label, delta, fmt, markdown_table, signed, wilson_interval, with_delta
 from eval_bridge.tasks.metrics import avg
 from eval_bridge.tasks.rollup import ALL_TASKS
 from eval_bridge.tasks.spec import ASPECTS, RISK_TYPES
@@ -36,6 +36,7 @@ COLUMNS = (
 )
 TRAILING = ("format_failures", "mean_tokens")
 _META = ("step", "stage", "checkpoint", "error", "tasks_scored")
+N_PREFIX = "n/"  # row keys of the sample counts behind a rate column: n/harmful_refusal
 
 
 def columns(records: Sequence[Mapping]) -> list[str]:
@@ -55,8 +56,8 @@ def _aspects_mean(record: Mapping) -> float | None:
 
 
 def rows(run_dir: str | Path) -> list[dict]:
-    """One row per evaluated checkpoint (step order): step, checkpoint, headline scores, deltas, error, and how
-    many of the 32 tasks have a score (`tasks_scored`)."""
+    """One row per evaluated checkpoint (step order): step, checkpoint, headline scores, deltas, error, how many
+    of the 32 tasks have a score (`tasks_scored`), and the sample count behind each rate (`n/<key>`)."""
     records = completed(run_dir)
     base = next((r for r in records if r["step"] == 0 and not r.get("error")), None)
     keys = columns(records)
@@ -72,6 +73,9 @@ def rows(run_dir: str | Path) -> list[dict]:
         for key in keys:
             row[key] = None if r.get("error") else _value(r, key)
             row[f"d_{key}"] = delta(row[key], _value(base, key) if base else None)
+        for key, n in ({} if r.get("error") else r.get("counts", {})).items():
+            if key in keys:
+                row[f"{N_PREFIX}{key}"] = n
         out.append(row)
     return out
 
@@ -164,18 +168,37 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def _columns_of(table: Sequence[Mapping]) -> list[str]:
-    return [k for k in (table[0] if table else {}) if k not in _META and not k.startswith("d_")]
+    keys = dict.fromkeys(k for r in table for k in r)  # every row's keys, in first-seen order
+    return [k for k in keys if k not in _META and not k.startswith(("d_", N_PREFIX))]
+
+
+def interval(row: Mapping, key: str) -> tuple[float, float] | None:
+    """The 95% Wilson interval of a rate column of `row`; None for a score that is not a rate over samples."""
+    n, value = row.get(f"{N_PREFIX}{key}"), row.get(key)
+    return None if not n or value is None else wilson_interval(value, n)
+
+
+def _uniform_n(table: Sequence[Mapping], key: str) -> int | None:
+    counts = {r.get(f"{N_PREFIX}{key}") for r in table if not r.get("error")}
+    return counts.pop() if len(counts) == 1 and None not in counts else None
 
 
 def _header(key: str, table: Sequence[Mapping]) -> str:
     if key != ASPECTS_MEAN:
-        return column_label(key)
+        n = _uniform_n(table, key)
+        return column_label(key) + (f" (n={n})" if n else "")
     objective = default_objective(table)
     return objective.name if objective and objective.weights == {ASPECTS_MEAN: 1.0} else "aspects mean (partial)"
 
 
-def _cell(row: Mapping, key: str) -> str:
-    return with_delta(row[key], None if row["step"] == 0 else row[f"d_{key}"])
+def _cell(row: Mapping, key: str, n_in_header: bool = True) -> str:
+    """ "score (delta)"; a rate also gets its 95% Wilson interval, and its n unless the header names it."""
+    d = None if row["step"] == 0 else row[f"d_{key}"]
+    ci = interval(row, key)
+    if ci is None:
+        return with_delta(row[key], d)
+    n = "" if n_in_header else f" n={row[f'{N_PREFIX}{key}']}"
+    return f"{fmt(row[key])} [{ci[0]:.1f}, {ci[1]:.1f}]{n}" + ("" if d is None else f" ({signed(d)})")
 
 
 def to_markdown(table: Sequence[Mapping], best: Mapping | None, weights: Mapping[str, float] | None = None) -> str:
@@ -186,8 +209,10 @@ def to_markdown(table: Sequence[Mapping], best: Mapping | None, weights: Mapping
         if row.get("error"):
             body.append([row["step"], row["stage"], f"evaluation failed: {row['error']}", *[""] * (len(cols) - 1)])
         else:
-            body.append([row["step"], row["stage"], *(_cell(row, c) for c in cols)])
+            body.append([row["step"], row["stage"], *(_cell(row, c, _uniform_n(table, c) is not None) for c in cols)])
     lines = markdown_table(["step", "stage", *(_header(c, table) for c in cols)], body)
+    if any(interval(r, c) for r in table for c in cols):
+        lines.append("\nRates (percent) carry their 95% Wilson interval [low, high] over n samples.")
     pairs = [c for c in _columns_of(table) if c.startswith(XM_PREFIX)]
     ok = [r for r in table if not r.get("error")]
     if pairs and ok:
@@ -274,10 +299,15 @@ def write_report(
     (out / "tradeoff.md").write_text(markdown)
     with (out / "tradeoff.csv").open("w", newline="") as f:
         cols = _columns_of(table)
-        fields = ["step", "stage", "checkpoint", "tasks_scored", *cols, *(f"d_{c}" for c in cols), "error"]
-        writer = csv.DictWriter(f, fieldnames=fields)
+        rated = [c for c in cols if any(f"{N_PREFIX}{c}" in r for r in table)]
+        fields = ["step", "stage", "checkpoint", "tasks_scored", *cols, *(f"d_{c}" for c in cols)]
+        fields += [f"{part}{c}" for c in rated for part in (N_PREFIX, "ci_low/", "ci_high/")]
+        writer = csv.DictWriter(f, fieldnames=[*fields, "error"])
         writer.writeheader()
-        writer.writerows(table)
+        for row in table:
+            cis = {c: interval(row, c) for c in rated}
+            extra = {f"ci_{side}/{c}": ci[k] for c, ci in cis.items() if ci for k, side in enumerate(("low", "high"))}
+            writer.writerow({**row, **extra})
     (out / "best_checkpoint.json").write_text(json.dumps(best, indent=1))
     if table:
         plot(table, out / "tradeoff.png")

@@ -66,6 +66,9 @@ def test_sync_run_has_step0_and_three_checkpoints(sync_run):
     ]
     assert (bridge_dir(sync_run) / "tradeoff.png").stat().st_size > 1000
     assert table[0]["d_aspects_mean"] == 0.0
+    # Every checkpoint's record counts the samples behind its rates: the table's intervals come from them.
+    assert {r["n/utility"] for r in table} == {2} and {r["n/over_refusal"] for r in table} == {2}
+    assert "utility (n=2)" in lines[0]
 
 
 def test_each_row_equals_evaluate_on_that_checkpoint_alone(sync_run, tiny_model_dirs, tmp_path):

@@ -109,3 +109,35 @@ def test_tracks_only_run_needs_a_named_objective(tmp_path):
     best = pick_best(table, weights={"harmful_refusal": 1.0, "over_refusal": -1.0})
     assert best["step"] == 1 and best["objective_name"] == "1 * harmful_refusal + -1 * over_refusal"
     assert best["objective"] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(
+    ("rate", "n", "low", "high"),
+    # Textbook Wilson 95% intervals (z = 1.96): 0/10, 5/10, 10/10, 29/30.
+    [(0.0, 10, 0.0, 27.75), (50.0, 10, 23.66, 76.34), (100.0, 10, 72.25, 100.0), (100 * 29 / 30, 30, 83.33, 99.41)],
+)
+def test_wilson_interval_matches_hand_values(rate, n, low, high):
+    from eval_bridge.tables import wilson_interval
+
+    lo, hi = wilson_interval(rate, n)
+    assert lo == pytest.approx(low, abs=0.01) and hi == pytest.approx(high, abs=0.01)
+
+
+def test_rates_carry_n_and_their_wilson_interval_in_table_and_csv(tmp_path):
+    """Each track rate gets its interval; the header names n when every checkpoint has the same n."""
+    base = record(0, harmful_refusal=0.0)
+    base["counts"] = {"utility": 48, "over_refusal": 16, "harmful_refusal": 30}
+    late = record(1, utility=75.0, harmful_refusal=100 * 28 / 29)
+    late["counts"] = {"utility": 48, "over_refusal": 16, "harmful_refusal": 29}  # one generation failed
+    run = write_run(tmp_path, [base, late])
+    markdown = write_report(run, weights={"harmful_refusal": 1.0})
+    header = next(line for line in markdown.splitlines() if line.startswith("| step"))
+    assert "utility (n=48)" in header and "over-refusal (n=16)" in header
+    assert "| harmful-refusal |" in header  # n differs between rows: named in each cell instead
+    assert "96.55 [82.8, 99.4] n=29 (+96.55)" in markdown and "0.00 [0.0, 11.4] n=30 |" in markdown
+    assert "75.00 [61.2, 85.1] (-5.00)" in markdown
+    with (bridge_dir(run) / "tradeoff.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    assert last["n/harmful_refusal"] == "29"
+    assert float(last["ci_low/harmful_refusal"]) == pytest.approx(82.8, abs=0.05)
+    assert float(last["ci_high/utility"]) == pytest.approx(85.1, abs=0.05)
