@@ -40,6 +40,7 @@ def headline(results: dict) -> dict[str, float | None]:
         row[f"harmful_refusal_{presentation}"] = score
     stats = results.get("responses", {})
     row["format_failures"] = stats.get("format_failure_rate")
+    row["reasoning_consistency"] = stats.get("reasoning_consistency")
     row["mean_tokens"] = stats.get("mean_tokens")
     for tid, task in results.get("tasks", {}).items():
         for pair in task.get("cross_modal", []):
@@ -54,6 +55,8 @@ def headline_counts(results: dict) -> dict[str, int]:
     counts = {track: tracks[track]["n"] for track in TRACKS if tracks.get(track, {}).get("n")}
     for presentation, n in tracks.get("harmful_refusal", {}).get("n_by_presentation", {}).items():
         counts[f"harmful_refusal_{presentation}"] = n
+    if results.get("responses", {}).get("well_formed"):
+        counts["reasoning_consistency"] = results["responses"]["well_formed"]
     return counts
 
 
@@ -107,6 +110,8 @@ def to_markdown(results: dict) -> str:
         rows.append(["mean response length (tokens)", fmt(stats["mean_tokens"], 1), ""])
     if stats.get("format_failure_rate") is not None:
         rows.append(["format failures (%)", fmt(stats["format_failure_rate"]), ""])
+    if stats.get("reasoning_consistency") is not None:
+        rows.append(["reasoning consistency (%)", fmt(stats["reasoning_consistency"]), ""])
     lines += ["", *markdown_table(["aspect", "score", "tasks"], rows)]
     sub_rows = [
         [s, asp, fmt(results["sub_aspects"].get(s)), _coverage(results, "sub_aspects", s, members[s])]

@@ -31,12 +31,12 @@ from eval_bridge.distributed import barrier, init_distributed
 from eval_bridge.models.adapter import VLM, Generation, GenerationSettings
 from eval_bridge.models.backend import Backend
 from eval_bridge.provenance import method_identity, provenance
-from eval_bridge.reasoning import DEFAULT_FORMAT
+from eval_bridge.reasoning import DEFAULT_FORMAT, consistent
 from eval_bridge.samples import Sample
 from eval_bridge.scoring import Scorers, score_dataset
 from eval_bridge.tasks import TaskSpec, aggregate, select_tasks
 from eval_bridge.tasks.rollup import cross_modal
-from eval_bridge.tracks import DEFAULT_TRACKS, score_track
+from eval_bridge.tracks import DEFAULT_TRACKS, is_refusal, score_track
 
 log = logging.getLogger(__name__)
 TRACK_TASK = "track"
@@ -361,7 +361,7 @@ def _response_stats(vlm: Backend, units: list[_Unit], response_format: str | Non
     tokens = None
     if vlm.tokenizer is not None and responses:
         tokens = sum(len(vlm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses) / len(responses)
-    failures, total = 0, 0
+    failures, total, agree = 0, 0, 0
     if response_format is not None:
         if response_format != "reasoning":
             raise ValueError(f"unknown response_format {response_format!r}; use 'reasoning' or None")
@@ -369,13 +369,18 @@ def _response_stats(vlm: Backend, units: list[_Unit], response_format: str | Non
             parsed = [None if r is None else DEFAULT_FORMAT.parse(r) for r in unit.responses]
             failures += sum(not p.well_formed for p in parsed if p is not None)
             total += sum(p is not None for p in parsed)
+            agree += sum(consistent(p, is_refusal(p.answer)) for p in parsed if p is not None and p.well_formed)
             unit.responses = [None if p is None else p.answer for p in parsed]
+    well_formed = total - failures
     return {
         "mean_tokens": tokens,
         "mean_chars": sum(map(len, responses)) / len(responses) if responses else None,
         "generation_failures": sum(unit.failures() for unit in units),
         "format": response_format,
         "format_failure_rate": 100.0 * failures / total if total else None,
+        # Of the well-formed responses: the answer refuses exactly when Step 4 decides to decline.
+        "reasoning_consistency": 100.0 * agree / well_formed if well_formed else None,
+        "well_formed": well_formed if response_format is not None else None,
     }
 
 

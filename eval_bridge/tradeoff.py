@@ -34,7 +34,7 @@ COLUMNS = (
     "over_refusal",
     "harmful_refusal",
 )
-TRAILING = ("format_failures", "mean_tokens")
+TRAILING = ("format_failures", "reasoning_consistency", "mean_tokens")
 _META = ("step", "stage", "checkpoint", "error", "tasks_scored")
 N_PREFIX = "n/"  # row keys of the sample counts behind a rate column: n/harmful_refusal
 
