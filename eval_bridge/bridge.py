@@ -49,6 +49,7 @@ class SuiteSpec:
     utility_file: str | None = None
     over_refusal_file: str | None = None
     harmful_file: str | None = None
+    borderline_file: str | None = None
     tracks: tuple[str, ...] = ("utility", "over_refusal")
     response_format: str | None = None  # "reasoning": score the answer section only (RESA)
     judge: str | None = None
@@ -155,6 +156,7 @@ def evaluate_manifest(manifest: Manifest) -> dict:
         utility_file=spec.utility_file,
         over_refusal_file=spec.over_refusal_file,
         harmful_file=spec.harmful_file,
+        borderline_file=spec.borderline_file,
         tracks=tuple(spec.tracks),
         response_format=spec.response_format,
     )

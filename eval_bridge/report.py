@@ -36,8 +36,9 @@ def headline(results: dict) -> dict[str, float | None]:
     tracks = results.get("tracks", {})
     for track in TRACKS:
         row[track] = tracks.get(track, {}).get("score")
-    for presentation, score in tracks.get("harmful_refusal", {}).get("by_presentation", {}).items():
-        row[f"harmful_refusal_{presentation}"] = score
+    for track in ("harmful_refusal", "borderline_safe"):  # refusal per presentation (text, typographic, ...)
+        for presentation, score in tracks.get(track, {}).get("by_presentation", {}).items():
+            row[f"{track}_{presentation}"] = score
     stats = results.get("responses", {})
     row["format_failures"] = stats.get("format_failure_rate")
     row["reasoning_consistency"] = stats.get("reasoning_consistency")
@@ -53,8 +54,9 @@ def headline_counts(results: dict) -> dict[str, int]:
     what the trade-off table's confidence intervals need."""
     tracks = results.get("tracks", {})
     counts = {track: tracks[track]["n"] for track in TRACKS if tracks.get(track, {}).get("n")}
-    for presentation, n in tracks.get("harmful_refusal", {}).get("n_by_presentation", {}).items():
-        counts[f"harmful_refusal_{presentation}"] = n
+    for track in ("harmful_refusal", "borderline_safe"):
+        for presentation, n in tracks.get(track, {}).get("n_by_presentation", {}).items():
+            counts[f"{track}_{presentation}"] = n
     if results.get("responses", {}).get("well_formed"):
         counts["reasoning_consistency"] = results["responses"]["well_formed"]
     return counts

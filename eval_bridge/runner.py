@@ -63,7 +63,7 @@ class SuiteConfig:
         suite: "mini" (offline, generated) or "full" (real MultiTrust data under `data_root`).
         tasks: comma-separated task ids and/or aspects ("T1,S4", "safety"); all 32 if None.
         tracks: which of "utility", "over_refusal", "harmful_refusal" to run beside the tasks
-            ("harmful_refusal" needs `harmful_file`).
+            ("harmful_refusal" needs `harmful_file`, "borderline_safe" `borderline_file`).
         response_format: "reasoning" to score only the answer section of reasoning-then-answer responses
             (RESA); the results then report the format-failure rate.
         generation: decoding settings; `max_new_tokens` there is overridden per task unless
@@ -83,6 +83,7 @@ class SuiteConfig:
     utility_file: str | None = None
     over_refusal_file: str | None = None
     harmful_file: str | None = None
+    borderline_file: str | None = None
     response_format: str | None = None
 
     def source(self) -> DataSource:
@@ -93,6 +94,7 @@ class SuiteConfig:
             utility_file=self.utility_file,
             over_refusal_file=self.over_refusal_file,
             harmful_file=self.harmful_file,
+            borderline_file=self.borderline_file,
         )
 
 

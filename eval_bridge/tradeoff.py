@@ -33,6 +33,7 @@ COLUMNS = (
     "utility",
     "over_refusal",
     "harmful_refusal",
+    "borderline_safe",
 )
 TRAILING = ("format_failures", "reasoning_consistency", "mean_tokens")
 _META = ("step", "stage", "checkpoint", "error", "tasks_scored")
@@ -46,7 +47,7 @@ def columns(records: Sequence[Mapping]) -> list[str]:
     keys = {k for r in ok for k, v in r["headline"].items() if v is not None}
     if any(r["headline"].get("overall") is None and _aspects_mean(r) is not None for r in ok):
         keys.add(ASPECTS_MEAN)
-    extra = sorted(k for k in keys if k.startswith("harmful_refusal_"))
+    extra = sorted(k for k in keys if k.startswith(("harmful_refusal_", "borderline_safe_")))
     cross_modal = sorted(k for k in keys if k.startswith(XM_PREFIX))
     return [k for k in (*COLUMNS, *extra, *TRAILING) if k in keys or k == "utility"] + cross_modal
 

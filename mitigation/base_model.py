@@ -18,8 +18,10 @@ afterwards; a marker file written last means a half-written build is never used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 import random
 from collections import Counter
 from pathlib import Path
@@ -106,6 +108,27 @@ def assemble_vlm(lm, tokenizer, *, seed: int = 0, vision: dict | None = None):
     return model.eval(), processor
 
 
+BUILD_THREADS = 2  # fixed: float sums split across a different number of threads round differently
+
+
+@contextlib.contextmanager
+def deterministic_build(threads: int = BUILD_THREADS):
+    """Fixed CPU threads and deterministic kernels for the build, restored afterwards.
+
+    The same seed on the same machine then gives the same weights whatever launched the build (`accelerate
+    launch` sets OMP_NUM_THREADS=1, a plain `python` uses every core). Another CPU model or torch version may
+    still round differently; the build's marker records both.
+    """
+    before_threads, before_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before_threads)
+        torch.use_deterministic_algorithms(before_det)
+
+
 def build_base_model(
     out_dir: str | Path,
     *,
@@ -129,61 +152,73 @@ def build_base_model(
             LM's attention projections (merged into the LM afterwards; `lora_rank=0`: LM frozen).
         vision_*: phase 2, training the CLIP tower + projector to produce those tokens (no LM).
 
-    The timings of each phase (seconds) and the tower's held-out accuracies are written to the marker file.
+    The timings of each phase (seconds) and the tower's held-out accuracies are written to the marker file. The
+    build runs under `deterministic_build`: the same seed on the same machine gives the same weights.
     """
-    from mitigation.base_model_train import easy_vqa_qa, train_vision, tune_concept_tokens
+    with deterministic_build():
+        from mitigation.base_model_train import easy_vqa_qa, train_vision, tune_concept_tokens
 
-    out = Path(out_dir)
-    torch.manual_seed(seed)
-    random.seed(seed)
-    clock = PhaseClock(log)
-    lm, tokenizer = load_smollm2(log)
-    for p in lm.parameters():
-        p.requires_grad_(False)
-    prepare_tokenizer(tokenizer)
-    clock.lap("load_gguf")
-    table, lm = tune_concept_tokens(
-        lm,
-        tokenizer,
-        easy_vqa_qa("train"),
-        steps=concept_steps,
-        batch_size=concept_batch_size,
-        lr=concept_lr,
-        seed=seed,
-        lora_rank=lora_rank,
-        lora_lr=lora_lr,
-        noise=concept_noise,
-        replay=concept_replay,
-        log=log,
-    )
-    clock.lap("concept_tokens")
-    sanity = chat_sanity(lm, tokenizer)
-    log(f"  sanity after the LoRA merge: {SANITY_PROMPT!r} -> {sanity!r}")
-    model, processor = assemble_vlm(lm, tokenizer, seed=seed)
-    del lm
-    for p in model.model.language_model.parameters():
-        p.requires_grad_(False)
-    vision_stats = train_vision(
-        model,
-        processor.image_processor,
-        table,
-        epochs=vision_epochs,
-        batch_size=vision_batch_size,
-        lr=vision_lr,
-        seed=seed,
-        log=log,
-    )
-    log(f"  vision held-out: {json.dumps({k: round(v, 3) for k, v in vision_stats.items()})}")
-    clock.lap("vision")
-    for p in model.parameters():
-        p.requires_grad_(True)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    clock.lap("save")
-    marker = dict(recipe=RECIPE, seed=seed, timings_s=clock.laps, vision=vision_stats, sanity=[SANITY_PROMPT, sanity])
-    (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    return out
+        out = Path(out_dir)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        clock = PhaseClock(log)
+        lm, tokenizer = load_smollm2(log)
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        prepare_tokenizer(tokenizer)
+        clock.lap("load_gguf")
+        table, lm = tune_concept_tokens(
+            lm,
+            tokenizer,
+            easy_vqa_qa("train"),
+            steps=concept_steps,
+            batch_size=concept_batch_size,
+            lr=concept_lr,
+            seed=seed,
+            lora_rank=lora_rank,
+            lora_lr=lora_lr,
+            noise=concept_noise,
+            replay=concept_replay,
+            log=log,
+        )
+        clock.lap("concept_tokens")
+        sanity = chat_sanity(lm, tokenizer)
+        log(f"  sanity after the LoRA merge: {SANITY_PROMPT!r} -> {sanity!r}")
+        model, processor = assemble_vlm(lm, tokenizer, seed=seed)
+        del lm
+        for p in model.model.language_model.parameters():
+            p.requires_grad_(False)
+        vision_stats = train_vision(
+            model,
+            processor.image_processor,
+            table,
+            epochs=vision_epochs,
+            batch_size=vision_batch_size,
+            lr=vision_lr,
+            seed=seed,
+            log=log,
+        )
+        log(f"  vision held-out: {json.dumps({k: round(v, 3) for k, v in vision_stats.items()})}")
+        clock.lap("vision")
+        for p in model.parameters():
+            p.requires_grad_(True)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+        clock.lap("save")
+        marker = dict(
+            recipe=RECIPE,
+            seed=seed,
+            timings_s=clock.laps,
+            vision=vision_stats,
+            sanity=[SANITY_PROMPT, sanity],
+            # What else decides the exact weights (see `deterministic_build`).
+            environment=dict(
+                threads=torch.get_num_threads(), torch=torch.__version__, cpu=platform.processor() or None
+            ),
+        )
+        (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        return out
 
 
 SANITY_PROMPT = "What is the capital of France?"

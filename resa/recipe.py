@@ -3,9 +3,10 @@ every checkpoint (the base model as step 0, each saved checkpoint, each stage's 
 eval bridge, and the run ending with its trade-off table.
 
 Evaluation tracks on every checkpoint: refusal of held-out harmful requests in three presentations (text,
-typographic image, harmful text + unrelated image), refusal of held-out benign requests (over-refusal), general
-utility (held-out easy-VQA), format failures and mean response length; plus any trust-suite tasks
-(`eval_tasks`). Responses are scored on their answer section only.
+typographic image, harmful text + unrelated image), refusal of held-out benign requests (over-refusal) and of
+held-out safe requests that only look risky (borderline_safe: text and beside an unrelated image), general
+utility (held-out easy-VQA), format failures, reasoning consistency and mean response length; plus any
+trust-suite tasks (`eval_tasks`). Responses are scored on their answer section only.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from pathlib import Path
 
 from eval_bridge.bridge import SuiteSpec
 from eval_bridge.reasoning import DEFAULT_FORMAT
-from mitigation.training.method_recipe import RecipePlan, run_recipe, track_suite
+from mitigation.training.method_recipe import RecipePlan, heldout_eval_files, run_recipe, track_suite
 from resa.config import ResaConfig
 
 log = logging.getLogger(__name__)
 
 
-def prepare_data(cfg: ResaConfig, out: Path) -> dict:
+def prepare_data(cfg: ResaConfig) -> dict:
     """Records, traces, SFT rows, DPO rows and the held-out eval files (deterministic for the seed)."""
-    from mitigation.data.offline import build_offline_sources, write_eval_sets
+    from mitigation.data.offline import build_offline_sources
     from resa.pairs import build_pairs, dpo_rows
     from resa.traces import TeacherTraceBuilder, TemplateTraceBuilder, build_traces, sft_rows
 
@@ -51,7 +52,7 @@ def prepare_data(cfg: ResaConfig, out: Path) -> dict:
     kept = [r for r in train if r.id in traces]
     pairs = build_pairs(kept, traces, harmful_ratio=cfg.dpo_harmful_ratio, seed=cfg.seed, fmt=DEFAULT_FORMAT)
     pairs = pairs[: cfg.dpo_pairs]
-    files = write_eval_sets(splits, out / "eval_data")
+    files = heldout_eval_files(cfg, splits)
     log.info("RESA data: %d train records, traces %s, %d DPO pairs", len(train), stats, len(pairs))
     return {"sft": sft_rows(kept, traces, DEFAULT_FORMAT), "dpo": dpo_rows(pairs), "eval_files": files, "stats": stats}
 
@@ -80,7 +81,7 @@ def plan(cfg: ResaConfig, base: str) -> RecipePlan:
     """RESA's stages (SFT on traces, then DPO) and its held-out evaluation sets."""
     from resa.stages import dpo_stage, sft_stage
 
-    data = prepare_data(cfg, Path(cfg.output_dir))
+    data = prepare_data(cfg)
     stages = [sft_stage(cfg, data["sft"]), dpo_stage(cfg, data["dpo"])]
     return RecipePlan(stages, data["eval_files"], response_format="reasoning")
 

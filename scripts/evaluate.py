@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--utility-file", help="samples file for the utility track (target = accepted answers)")
     p.add_argument("--over-refusal-file", help="samples file of benign requests for the over-refusal track")
     p.add_argument("--harmful-file", help="samples file of harmful requests: adds the harmful_refusal track")
+    p.add_argument(
+        "--borderline-file",
+        help="samples file of safe requests that look risky (e.g. XSTest's safe prompts): adds the borderline_safe "
+        "track (the share refused)",
+    )
     p.add_argument("--response-format", choices=["reasoning"], help="score only the answer section (RESA models)")
     p.add_argument("--output", help="folder for results.json, results.md, scores.csv, aspects.png")
     p.add_argument("--cache-dir", default=".cache/trust-suite", help="response/judge cache and mini suite")
@@ -155,7 +160,9 @@ def main(argv=None) -> None:
         tasks=args.tasks,
         tracks=()
         if args.no_tracks
-        else ("utility", "over_refusal") + (("harmful_refusal",) if args.harmful_file else ()),
+        else ("utility", "over_refusal")
+        + (("harmful_refusal",) if args.harmful_file else ())
+        + (("borderline_safe",) if args.borderline_file else ()),
         cache_dir=args.cache_dir,
         generation=GenerationSettings(batch_size=args.batch_size, seed=args.seed),
         max_new_tokens=args.max_new_tokens,
@@ -163,6 +170,7 @@ def main(argv=None) -> None:
         utility_file=args.utility_file,
         over_refusal_file=args.over_refusal_file,
         harmful_file=args.harmful_file,
+        borderline_file=args.borderline_file,
         response_format=args.response_format,
     )
     try:

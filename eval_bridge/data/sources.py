@@ -23,9 +23,15 @@ class DataSource:
         utility_file: str | None = None,
         over_refusal_file: str | None = None,
         harmful_file: str | None = None,
+        borderline_file: str | None = None,
     ):
         self.cache_dir = Path(cache_dir)
-        self.track_files = {"utility": utility_file, "over_refusal": over_refusal_file, "harmful_refusal": harmful_file}
+        self.track_files = {
+            "utility": utility_file,
+            "over_refusal": over_refusal_file,
+            "harmful_refusal": harmful_file,
+            "borderline_safe": borderline_file,
+        }
 
     def load(self, dataset_id: str) -> list[Sample]:
         raise NotImplementedError
@@ -41,6 +47,10 @@ class DataSource:
             return load_samples(path)
         if track == "harmful_refusal":
             raise ValueError("the harmful_refusal track needs a file of harmful requests (--harmful-file)")
+        if track == "borderline_safe":
+            raise ValueError(
+                "the borderline_safe track needs a file of safe requests that look risky (--borderline-file)"
+            )
         from eval_bridge.data.mini import load_mini_track
 
         return load_mini_track(track, self.cache_dir)

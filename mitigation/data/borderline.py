@@ -26,10 +26,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval_bridge.data import assets
+from eval_bridge.files import write_atomically
 from eval_bridge.samples import SampleError, read_records
 
 TYPES = (
@@ -997,6 +1002,47 @@ def split(*, seed: int = 0, held_out_share: float = 0.3) -> tuple[list[Borderlin
     train = [g for g in GROUPS if not is_held_out(g, seed=seed, held_out_share=held_out_share)]
     held = [g for g in GROUPS if is_held_out(g, seed=seed, held_out_share=held_out_share)]
     return all_prompts(tuple(train)), all_prompts(tuple(held))
+
+
+PRESENTATIONS = ("text", "unrelated_image")  # as asked, and beside an image that has nothing to do with it
+
+
+def write_track_file(
+    prompts: Sequence[BorderlinePrompt],
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    presentations: Sequence[str] = PRESENTATIONS,
+    name: str = "borderline_safe.jsonl",
+) -> Path:
+    """The SAFE prompts of `prompts` as the borderline_safe track's sample file, each in every presentation
+    (unrelated images written under `out_dir/images`); metadata carries presentation, type and group."""
+    unknown = sorted(set(presentations) - set(PRESENTATIONS))
+    if unknown:
+        raise ValueError(f"unknown presentation(s) {unknown}; choose from {', '.join(PRESENTATIONS)}")
+    out = Path(out_dir)
+    rng = random.Random(f"borderline-images:{seed}")
+    lines = []
+    for p in (q for q in prompts if not q.harmful):
+        key = hashlib.sha1(p.prompt.encode()).hexdigest()[:12]
+        for presentation in presentations:
+            images = []
+            if presentation == "unrelated_image":
+                kind, index = rng.choice(assets.UNRELATED_KINDS), rng.randrange(4)
+                rel = f"images/unrelated_{kind}_{index}.png"
+                if not (out / rel).is_file():
+                    image = assets.unrelated_image(kind, seed=index, size=160)
+                    write_atomically(out / rel, lambda tmp, image=image: image.save(tmp, format="PNG"))
+                images = [rel]
+            meta = {"presentation": presentation, "type": p.type, "group": p.group, "benign": True}
+            row = {"id": f"borderline-{key}-{presentation}", "prompt": p.prompt, "images": images, "metadata": meta}
+            lines.append(json.dumps(row, sort_keys=True))
+    if not lines:
+        raise ValueError("no safe prompts to write: the borderline_safe track needs safe (label safe) requests")
+    path = out / name
+    text = "".join(line + "\n" for line in lines)
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
 
 
 # ---------------------------------------------------------------- users' over-refusal sets (XSTest style)

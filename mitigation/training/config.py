@@ -84,6 +84,14 @@ class TrainingConfig:
             "'all'); 'none': the tracks only."
         },
     )
+    eval_borderline_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Over-refusal set of the borderline_safe track: an XSTest-style CSV / JSONL (prompt, label "
+            "safe/unsafe, type); its safe prompts are asked as text and beside an unrelated image. Default: the "
+            "held-out part of the project's borderline-safe set (mitigation/data/borderline.py); 'none': no track."
+        },
+    )
     eval_suite: str = field(default="mini", metadata={"help": "mini or full (with eval_data_root)."})
     eval_data_root: str | None = field(default=None, metadata={"help": "MultiTrust data root for eval_suite=full."})
     eval_max_new_tokens: int = field(default=64, metadata={"help": "Generation length of the evaluations."})

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # RESA's CPU recipe (configs/resa/default_cpu.yaml): the held-out requests every method's table is measured on.
 SHARED_SIZES = dict(n_harmful_train=54, n_harmful_eval=10, n_benign_train=160, n_benign_eval=16, vqa_share=0.75)
-TRACKS = ("utility", "over_refusal", "harmful_refusal")
+TRACKS = ("utility", "over_refusal", "harmful_refusal", "borderline_safe")
 # Without trust-suite tasks there is no overall score: pick by refusing harm without refusing the benign.
 SAFETY_WEIGHTS = {"harmful_refusal": 1.0, "over_refusal": -1.0}
 
@@ -44,8 +44,8 @@ class RecipePlan:
 
     Attributes:
         stages: the TRL stages, in order (`mitigation.training.pipeline.Stage`).
-        eval_files: {"harmful": path, "benign": path}: held-out JSONL sample files of the harmful-refusal and
-            over-refusal tracks (`heldout_eval_files`).
+        eval_files: {"harmful": path, "benign": path, "borderline": path or None}: held-out JSONL sample files
+            of the harmful-refusal, over-refusal and borderline-safe tracks (`heldout_eval_files`).
         response_format: "reasoning" to score the answer section only (RESA); None for plain answers.
         report_weights: how the report picks the best checkpoint (default `report_weights(cfg)`: the overall
             trust score, or `SAFETY_WEIGHTS` when the run evaluates the tracks only).
@@ -64,11 +64,25 @@ def shared_sources(cfg: TrainingConfig, **sizes):
     return build_offline_sources(Path(cfg.cache_dir) / "data", seed=cfg.seed, **{**SHARED_SIZES, **sizes})
 
 
-def heldout_eval_files(cfg: TrainingConfig, splits) -> dict[str, Path]:
-    """The held-out records of `splits` as the tracks' sample files, under `<output_dir>/eval_data`."""
+def heldout_eval_files(cfg: TrainingConfig, splits) -> dict[str, Path | None]:
+    """The held-out records of `splits`, and the borderline-safe requests, as the tracks' sample files, under
+    `<output_dir>/eval_data`."""
     from mitigation.data.offline import write_eval_sets
 
-    return write_eval_sets(splits, Path(cfg.output_dir) / "eval_data")
+    out = Path(cfg.output_dir) / "eval_data"
+    return {**write_eval_sets(splits, out), "borderline": borderline_eval_file(cfg, out)}
+
+
+def borderline_eval_file(cfg: TrainingConfig, out: Path) -> Path | None:
+    """The borderline_safe track's file: the user's over-refusal set, or the held-out borderline-safe requests
+    (never trained on: `mitigation.data.borderline.split`); None when `eval_borderline_file` is 'none'."""
+    from mitigation.data import borderline
+
+    choice = cfg.eval_borderline_file
+    if choice is not None and str(choice).strip().lower() == "none":
+        return None
+    prompts = borderline.load_overrefusal_file(choice) if choice else borderline.split(seed=cfg.seed)[1]
+    return borderline.write_track_file(prompts, out, seed=cfg.seed)
 
 
 def report_weights(cfg: TrainingConfig) -> dict[str, float] | None:
@@ -77,7 +91,9 @@ def report_weights(cfg: TrainingConfig) -> dict[str, float] | None:
 
 
 def track_suite(cfg: TrainingConfig, eval_files: dict, *, response_format: str | None = None) -> SuiteSpec:
-    """What the bridge runs on every checkpoint: the three tracks on `eval_files` plus `cfg.eval_tasks`."""
+    """What the bridge runs on every checkpoint: the tracks on `eval_files` (borderline_safe if it has a file) plus
+    `cfg.eval_tasks`."""
+    borderline = eval_files.get("borderline")
     return SuiteSpec(
         suite=cfg.eval_suite,
         data_root=cfg.eval_data_root,
@@ -87,7 +103,8 @@ def track_suite(cfg: TrainingConfig, eval_files: dict, *, response_format: str |
         cache_dir=str(Path(cfg.cache_dir) / "suite"),
         harmful_file=str(eval_files["harmful"]),
         over_refusal_file=str(eval_files["benign"]),
-        tracks=TRACKS,
+        borderline_file=str(borderline) if borderline else None,
+        tracks=TRACKS if borderline else tuple(t for t in TRACKS if t != "borderline_safe"),
         response_format=response_format,
         judge=cfg.eval_judge,
         refusal_classifier=cfg.eval_refusal_classifier,

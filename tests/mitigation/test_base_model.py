@@ -231,3 +231,40 @@ def test_the_real_default_model_answers_easy_vqa_well_above_the_majority_answer(
     path = ensure_base_model(tmp_path / "base")
     result = base_model.evaluate_easy_vqa(VLM.load(str(path)), n=200)
     assert result["accuracy"] > result["majority_baseline"] + 0.20, result
+
+
+def test_the_build_runs_on_fixed_threads_and_deterministic_kernels_then_restores_them():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as under `accelerate launch` (OMP_NUM_THREADS=1)
+    try:
+        with base_model.deterministic_build():
+            assert torch.get_num_threads() == base_model.BUILD_THREADS
+            assert torch.are_deterministic_algorithms_enabled()
+        assert torch.get_num_threads() == 1 and not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _weights_digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_two_builds_with_the_same_seed_give_identical_weights(tmp_path):
+    """Issue 15: the same seed on the same machine, launched with different thread settings, same weights."""
+    import torch
+
+    first = base_model.build_base_model(tmp_path / "a", seed=0, log=lambda _: None)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the second build starts from another thread setting; the build fixes its own
+    try:
+        second = base_model.build_base_model(tmp_path / "b", seed=0, log=lambda _: None)
+    finally:
+        torch.set_num_threads(before)
+    assert _weights_digest(first) == _weights_digest(second)
+    marker = json.loads((first / base_model.MARKER).read_text())
+    assert marker["environment"]["threads"] == base_model.BUILD_THREADS

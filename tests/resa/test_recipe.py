@@ -22,7 +22,8 @@ def test_recipe_under_accelerate_two_processes(tiny_model_dirs, tmp_path):
     assert [(r["step"], r["stage"], r["final"]) for r in records] == expected, proc.stderr[-3000:]
     assert [r["error"] for r in records] == [None] * 5, proc.stderr[-3000:]
     assert (tmp_path / "run" / "trust_eval" / "worker.log").is_file()
-    assert all({"harmful_refusal", "over_refusal", "utility"} <= set(r["headline"]) for r in records)
+    assert all({"harmful_refusal", "over_refusal", "utility", "borderline_safe"} <= set(r["headline"]) for r in records)
+    assert all(r["counts"]["borderline_safe"] == 4 for r in records)  # 2 safe prompts x 2 presentations
     table = (tmp_path / "run" / "trust_eval" / "tradeoff.md").read_text()
     assert "harmful-refusal-typographic" in table and "| 6 | dpo (final) |" in table
     best = json.loads((tmp_path / "run" / "trust_eval" / "best_checkpoint.json").read_text())
