@@ -36,6 +36,25 @@ class ResaConfig(TrainingConfig):
     )
     n_harmful_eval: int = field(default=10, metadata={"help": "Held-out harmful prompts (x3 presentations)."})
     n_benign_eval: int = field(default=16, metadata={"help": "Held-out benign requests (VQA + text)."})
+    n_borderline_train: int = field(
+        default=0,
+        metadata={
+            "help": "Borderline-safe training prompts (the train split of mitigation/data/borderline.py, never the "
+            "held-out one the borderline_safe track asks): the safe ones become benign text requests answered by "
+            "the base model (needs benign_answers=base_model, or trace_mode=teacher), their harmful contrasts "
+            "(same trigger words) harmful text requests, so the reasoning learns to read the request, not the "
+            "keyword. 0: none."
+        },
+    )
+    benign_answers: str = field(
+        default="reference",
+        metadata={
+            "help": "Answers of the benign text requests in template traces: 'reference' (hand-written) or "
+            "'base_model' (the base model's own greedy answer to the plain request, kept when it does not refuse "
+            "and has 3-80 words; the hand-written one otherwise), so SFT does not teach canned text. With "
+            "trace_mode=teacher the teacher writes them."
+        },
+    )
     trace_mode: str = field(default="template", metadata={"help": "template (offline) or teacher."})
     teacher: str | None = field(
         default=None,
@@ -80,6 +99,13 @@ class ResaConfig(TrainingConfig):
         default=16, metadata={"help": "Preference pairs (harmful:benign = dpo_harmful_ratio); 16 = 4 steps at batch 4."}
     )
     dpo_harmful_ratio: float = field(default=0.5, metadata={"help": "Share of pairs on harmful prompts."})
+    dpo_inconsistent_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of each kind's pairs whose rejected answer contradicts its own Step 4 (no risk found, "
+            "then a refusal; harm found, then compliance): DPO then teaches that the answer follows the reasoning."
+        },
+    )
     dpo_save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: at the end only)."})
 
     # --- the eval bridge (RESA's defaults) ------------------------------------------------------------------

@@ -22,8 +22,9 @@ from resa.config import ResaConfig
 log = logging.getLogger(__name__)
 
 
-def prepare_data(cfg: ResaConfig) -> dict:
-    """Records, traces, SFT rows, DPO rows and the held-out eval files (deterministic for the seed)."""
+def prepare_data(cfg: ResaConfig, base: str | None = None) -> dict:
+    """Records, traces, SFT rows, DPO rows and the held-out eval files (deterministic for the seed); `base` (the
+    base model) answers the benign text requests when `benign_answers` is base_model."""
     from mitigation.data.offline import build_offline_sources
     from resa.pairs import build_pairs, dpo_rows
     from resa.traces import TeacherTraceBuilder, TemplateTraceBuilder, build_traces, sft_rows
@@ -37,7 +38,11 @@ def prepare_data(cfg: ResaConfig) -> dict:
         n_benign_eval=cfg.n_benign_eval,
         vqa_share=cfg.benign_vqa_share,
     )
-    train = list(splits.train) + _user_records(cfg)
+    train = list(splits.train) + _borderline_records(cfg) + _user_records(cfg)
+    if cfg.benign_answers == "base_model":
+        train = _with_base_answers(cfg, base, train)
+    elif cfg.benign_answers != "reference":
+        raise ValueError(f"benign_answers must be 'reference' or 'base_model', got {cfg.benign_answers!r}")
     if cfg.trace_mode == "teacher":
         if not cfg.teacher:
             raise ValueError("trace_mode=teacher needs --teacher (openai:<model>@<base_url> or hf:<path>)")
@@ -50,11 +55,46 @@ def prepare_data(cfg: ResaConfig) -> dict:
         raise ValueError(f"trace_mode must be 'template' or 'teacher', got {cfg.trace_mode!r}")
     traces, stats = build_traces(train, builder)
     kept = [r for r in train if r.id in traces]
-    pairs = build_pairs(kept, traces, harmful_ratio=cfg.dpo_harmful_ratio, seed=cfg.seed, fmt=DEFAULT_FORMAT)
+    pairs = build_pairs(
+        kept,
+        traces,
+        harmful_ratio=cfg.dpo_harmful_ratio,
+        seed=cfg.seed,
+        fmt=DEFAULT_FORMAT,
+        inconsistent_share=cfg.dpo_inconsistent_share,
+    )
     pairs = pairs[: cfg.dpo_pairs]
     files = heldout_eval_files(cfg, splits)
     log.info("RESA data: %d train records, traces %s, %d DPO pairs", len(train), stats, len(pairs))
     return {"sft": sft_rows(kept, traces, DEFAULT_FORMAT), "dpo": dpo_rows(pairs), "eval_files": files, "stats": stats}
+
+
+def _borderline_records(cfg: ResaConfig) -> list:
+    """The first `n_borderline_train` prompts of the borderline-safe train split (safe and contrast, seeded order)."""
+    if cfg.n_borderline_train <= 0:
+        return []
+    if cfg.benign_answers != "base_model" and cfg.trace_mode != "teacher":
+        raise ValueError(
+            "n_borderline_train needs answers for its safe requests: set benign_answers=base_model (or "
+            "trace_mode=teacher), or n_borderline_train=0"
+        )
+    import random
+
+    from mitigation.data import borderline
+
+    train, _ = borderline.split(seed=cfg.seed)
+    random.Random(f"borderline-train:{cfg.seed}").shuffle(train)
+    return borderline.to_records(train[: cfg.n_borderline_train], "train")
+
+
+def _with_base_answers(cfg: ResaConfig, base: str | None, records: list) -> list:
+    """`records` with the benign text requests answered by the base model (`resa.base_answers`)."""
+    from resa.base_answers import base_model_answers, with_base_answers
+
+    if base is None:
+        raise ValueError("benign_answers=base_model needs the base model: pass `base` to prepare_data")
+    text = [r for r in records if not r.harmful and r.presentation == "benign_text"]
+    return with_base_answers(records, base_model_answers(base, text, cache_dir=cfg.cache_dir))
 
 
 def _user_records(cfg: ResaConfig) -> list:
@@ -81,7 +121,7 @@ def plan(cfg: ResaConfig, base: str) -> RecipePlan:
     """RESA's stages (SFT on traces, then DPO) and its held-out evaluation sets."""
     from resa.stages import dpo_stage, sft_stage
 
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, base)
     stages = [sft_stage(cfg, data["sft"]), dpo_stage(cfg, data["dpo"])]
     return RecipePlan(stages, data["eval_files"], response_format="reasoning")
 

@@ -134,6 +134,28 @@ def over_refusal_trace(record: OfflineRecord, fmt: ReasoningFormat = DEFAULT_FOR
     return fmt.render(steps, refusal_answer("other", rng))
 
 
+def inconsistent_trace(record: OfflineRecord, fmt: ReasoningFormat = DEFAULT_FORMAT, *, rng: random.Random) -> str:
+    """A trace whose answer does not follow its own decision (a DPO rejected response that teaches consistency):
+    a benign record's reasoning finds no risk and decides to answer, then the answer refuses; a harmful record's
+    reasoning finds the harm and decides to decline, then the answer complies (the non-operational placeholder)."""
+    if record.harmful:
+        category = record.category or "other"
+        steps = [
+            f"Step 1 (request): {_request_step(record)}",
+            f"Step 2 (image): {_image_step(record)}",
+            f"Step 3 (risk): Harmful. Category: {category}; {_HARM.get(category, _HARM['other'])[0]}.",
+            f"Step 4 (decision): {rng.choice(_DECLINE_STEPS)}",
+        ]
+        return fmt.render(steps, COMPLIANCE_PLACEHOLDER)
+    steps = [
+        f"Step 1 (request): {_request_step(record)}",
+        f"Step 2 (image): {_image_step(record)}",
+        "Step 3 (risk): No risk. Category: none.",
+        f"Step 4 (decision): {rng.choice(_BENIGN_STEP4)}",
+    ]
+    return fmt.render(steps, refusal_answer("other", rng))
+
+
 def compliance_response(
     record: OfflineRecord, fmt: ReasoningFormat = DEFAULT_FORMAT, *, rng: random.Random | None = None, wrap: bool = True
 ) -> str:

@@ -980,6 +980,26 @@ GROUPS: tuple[Group, ...] = (
 )
 
 
+def to_records(prompts: Sequence[BorderlinePrompt], tag: str) -> list:
+    """Prompts as text-only `OfflineRecord`s: safe ones benign ("benign_text", no reference answer: the base model
+    or a teacher writes it), contrast ones harmful ("text", categorised from their words)."""
+    from mitigation.data.offline import OfflineRecord, categorize
+
+    return [
+        OfflineRecord(
+            f"{tag}-borderline-{hashlib.sha1(p.prompt.encode()).hexdigest()[:12]}",
+            p.prompt,
+            (),
+            harmful=p.harmful,
+            category=categorize(p.prompt) if p.harmful else None,
+            presentation="text" if p.harmful else "benign_text",
+            source=f"synthetic:borderline:{p.type}",
+            source_labels=(p.type, p.group),
+        )
+        for p in prompts
+    ]
+
+
 def all_prompts(groups: tuple[Group, ...] = GROUPS) -> list[BorderlinePrompt]:
     """Every prompt of `groups`: the safe ones, then each group's harmful contrasts."""
     out = []

@@ -91,3 +91,28 @@ def test_dpo_rows_train_one_step_on_tiny_llava(data, tiny_model_dirs, tmp_path):
     train_stage(cfg, dpo_stage(cfg, dpo_rows(picked)), str(tiny_model_dirs["llava"]), tmp_path / "dpo")
     history = json.loads((tmp_path / "dpo" / "log_history.json").read_text())
     assert next(h["loss"] for h in history if "loss" in h) == pytest.approx(0.6931, abs=1e-3)  # policy == reference
+
+
+def test_inconsistent_rejected_answers_contradict_their_own_decision(data):
+    """A quarter of each kind's pairs reject an answer that does not follow its Step 4; chosen always follows it."""
+    from eval_bridge.reasoning import consistent
+
+    records, traces = data
+    pairs = build_pairs(records, traces, inconsistent_share=0.25)
+    for kind, n in (("harmful", 20), ("benign", 20)):
+        assert sum(p.inconsistent for p in pairs if p.kind == kind) == round(n * 0.25)
+    for p in pairs:
+        chosen, rejected = FMT.parse(p.chosen), FMT.parse(p.rejected)
+        assert consistent(chosen, is_refusal(chosen.answer))
+        assert rejected.well_formed and consistent(rejected, is_refusal(rejected.answer)) is not p.inconsistent
+        if p.inconsistent and p.kind == "harmful":
+            assert rejected.answer == COMPLIANCE_PLACEHOLDER and "Harmful" in FMT.steps(rejected.reasoning)["risk"]
+        if p.inconsistent and p.kind == "benign":
+            assert is_refusal(rejected.answer) and "No risk" in FMT.steps(rejected.reasoning)["risk"]
+
+
+def test_no_inconsistent_share_leaves_the_pairs_as_they_were(data):
+    records, traces = data
+    assert build_pairs(records, traces, seed=3) == build_pairs(records, traces, seed=3, inconsistent_share=0.0)
+    with pytest.raises(ValueError, match="inconsistent_share"):
+        build_pairs(records, traces, inconsistent_share=1.5)
