@@ -138,8 +138,9 @@ def completed(run_dir: str | os.PathLike) -> list[dict]:
     return [json.loads(p.read_text()) for p in paths]
 
 
-def evaluate_manifest(manifest: Manifest) -> dict:
-    """Run the suite on one checkpoint; returns the results (also written to `manifest.output_dir`)."""
+def evaluate_manifest(manifest: Manifest, *, method=None) -> dict:
+    """Run the suite on one checkpoint, optionally through an inference-time `method` (an object of the
+    `InferenceMethod` protocol); returns the results (also written to `manifest.output_dir`)."""
     from eval_bridge.models.adapter import VLM, GenerationSettings
     from eval_bridge.runner import SuiteConfig, run_suite
     from eval_bridge.scoring import Scorers
@@ -167,7 +168,7 @@ def evaluate_manifest(manifest: Manifest) -> dict:
         backend = nullcontext(VLM.load(manifest.model, manifest.adapter, device=spec.device))
     with backend as vlm:
         # One process evaluates a checkpoint, even when it sits inside a distributed training run (sync mode).
-        return run_suite(vlm, config, scorers=scorers, output_dir=manifest.output_dir, distributed=False)
+        return run_suite(vlm, config, method=method, scorers=scorers, output_dir=manifest.output_dir, distributed=False)
 
 
 @contextmanager

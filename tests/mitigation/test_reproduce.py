@@ -1,0 +1,82 @@
+"""The mitigation table on tiny models: one row per method, base first, deltas equal to the per-method results
+files, costs recorded, and a rerun that trains and evaluates nothing."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from mitigation import reproduce as rep
+
+TASKS = "T6,S4"
+
+
+@pytest.fixture(scope="module")
+def table_run(tiny_model_dirs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("table")
+    cfg = rep.ReproduceConfig(
+        base=str(tiny_model_dirs["llava"]),
+        methods="all",
+        tasks=TASKS,
+        budget_steps=1,
+        output=str(out),
+        eval_max_new_tokens=4,
+        overrides={"eval_borderline_file": "none", "lora_r": "2", "lora_alpha": "4"},
+    )
+    return cfg, rep.reproduce(cfg)
+
+
+def results_scores(path):
+    return rep.scores_of(json.loads(Path(path).read_text()))
+
+
+def test_one_row_per_registered_method_base_first(table_run):
+    from mitigation.registry import list_methods
+
+    _, rows = table_run
+    expected = [e.id for e in list_methods() if e.kind in ("recipe", "inference")]
+    assert [r["method"] for r in rows] == ["base", *expected]
+
+
+def test_deltas_equal_the_per_method_results_files(table_run):
+    cfg, rows = table_run
+    base = results_scores(rows[0]["results"])
+    with (Path(cfg.output) / "mitigation_table.csv").open() as f:
+        table = {r["method"]: r for r in csv.DictReader(f)}
+    for row in rows[1:]:
+        mine = results_scores(row["results"])
+        for column in ("utility", "over_refusal", "harmful_refusal", "safety", "truthfulness"):
+            if mine[column] is None or base[column] is None:
+                continue
+            assert float(table[row["method"]][f"d_{column}"]) == pytest.approx(mine[column] - base[column])
+    assert all(r["inference_slowdown"] for r in rows)
+    trained = [r for r in rows if r["kind"] == "training"]
+    assert trained and all(r["train_steps"] >= 1 and r["train_minutes"] >= 0 for r in trained)
+
+
+def test_the_table_and_plots_are_written(table_run):
+    cfg, _ = table_run
+    out = Path(cfg.output)
+    markdown = (out / "mitigation_table.md").read_text()
+    assert markdown.splitlines()[2].startswith("| base | base |")
+    assert (out / "deltas.png").stat().st_size > 1000 and (out / "safety_utility.png").stat().st_size > 1000
+
+
+def test_a_rerun_trains_and_evaluates_nothing(table_run, monkeypatch):
+    import eval_bridge.bridge
+    import mitigation.registry
+
+    cfg, rows = table_run
+    monkeypatch.setattr(mitigation.registry, "load_target", lambda e: pytest.fail(f"{e.id} retrained"))
+    monkeypatch.setattr(eval_bridge.bridge, "evaluate_manifest", lambda *a, **k: pytest.fail("re-evaluated"))
+    assert rep.reproduce(cfg) == rows
+
+
+def test_an_override_no_method_has_is_an_error(table_run):
+    from mitigation.config_overrides import ConfigError
+
+    cfg, _ = table_run
+    bad = rep.ReproduceConfig(**{**vars(cfg), "overrides": {"lora_rr": "2"}})
+    with pytest.raises(ConfigError, match="did you mean 'lora_r'"):
+        rep.reproduce(bad)
