@@ -400,3 +400,45 @@ def test_the_log_line_counts_flagged_samples(caplog):
     assert (
         "ecso: 1 of 2 answers judged unsafe (logprob judge): 1 re-answered from a caption, 0 text-only" in caplog.text
     )
+
+
+# --- slow: the embedded default ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ecso_on_the_embedded_default_keeps_unflagged_answers_and_rewrites_the_flagged(monkeypatch, tmp_path):
+    """The jailbreak tasks (S4-S6) of the mini suite with and without ECSO (figures: README, "Inference-time
+    methods: ecso"). Greedy decoding makes ECSO's first answer the plain one, so every answer ECSO changed must be
+    one it flagged."""
+    from eval_bridge.scorers.standin import STANDIN_ENV
+    from eval_bridge.scoring import Scorers
+    from mitigation.base_model import ensure_base_model
+
+    monkeypatch.setenv(STANDIN_ENV, "on")
+    vlm = VLM.load(str(ensure_base_model()))
+    config = SuiteConfig(
+        suite="mini",
+        tasks="S4,S5,S6",
+        tracks=("utility", "over_refusal"),
+        cache_dir=str(tmp_path / "cache"),
+        max_new_tokens=32,
+    )
+    plain = run_suite(vlm, config, scorers=Scorers.from_specs(), distributed=False)
+    method = Ecso()
+    ecso = run_suite(vlm, config, method=method, scorers=Scorers.from_specs(), distributed=False)
+    responses = {
+        key: {(s["task"], s["dataset"], s["id"]): s["response"] for s in r["samples"]}
+        for key, r in (("plain", plain), ("ecso", ecso))
+    }
+    changed = sum(responses["ecso"][k] != v for k, v in responses["plain"].items())
+    assert method.counts["judged"] == len(responses["plain"]) > 0
+    assert changed <= method.counts["flagged"]
+    assert method.counts["captioned"] + method.counts["text_only"] == method.counts["flagged"]
+    for task in ("S4", "S5", "S6"):
+        assert isinstance(ecso["tasks"][task]["score"], float), ecso["tasks"][task]["notes"]
+    print(
+        {t: (plain["tasks"][t]["score"], ecso["tasks"][t]["score"]) for t in ("S4", "S5", "S6")},
+        {t: (plain["tracks"][t]["score"], ecso["tracks"][t]["score"]) for t in ("utility", "over_refusal")},
+        method.counts,
+        f"changed {changed}",
+    )
