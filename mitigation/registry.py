@@ -89,7 +89,17 @@ class MethodEntry:
 # In-tree methods (mitigation/{data,architecture,training,inference}/), one entry each, e.g.
 #   MethodEntry("vcd", "inference", ("truthfulness",), "mitigation.inference.vcd:VcdConfig", "inference",
 #               "mitigation.inference.vcd:Vcd", "VCD (Leng et al., CVPR 2024, arXiv 2311.16922)"),
-BUILTIN_METHODS: tuple[MethodEntry, ...] = ()
+BUILTIN_METHODS: tuple[MethodEntry, ...] = (
+    MethodEntry(
+        "ecso",
+        "inference",
+        ("safety",),
+        "mitigation.inference.ecso:EcsoConfig",
+        "inference",
+        "mitigation.inference.ecso:Ecso",
+        "ECSO (Gou et al., ECCV 2024, arXiv 2403.09572)",
+    ),
+)
 
 
 class Registry:
