@@ -266,7 +266,7 @@ def build_inference_method(method_id: str, **overrides):
     if entry.kind != "inference":
         available = ", ".join(inference_methods()) or "none registered yet"
         raise ValueError(
-            f"method {method_id!r} is a {entry.kind} method, not an inference-time one; available: {available}"
+            f"method {method_id!r} is not an inference-time method (kind {entry.kind}); available: {available}"
         )
     return load_target(entry)(build_config(entry, overrides))
 

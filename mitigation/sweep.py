@@ -176,7 +176,9 @@ def check_sweep(sweep: Sweep) -> None:
     except ValueError as err:
         raise SweepError(f"{sweep.source}: {err}") from None
     if entry.kind != "recipe":
-        raise SweepError(f"{sweep.source}: method {sweep.method!r} is a {entry.kind} method; sweeps train recipes")
+        raise SweepError(
+            f"{sweep.source}: method {sweep.method!r} is not a training recipe (kind {entry.kind}): sweeps train"
+        )
     config_class = load_config_class(entry)
     valid = sorted(f.name for f in dataclasses.fields(config_class))
     for run in sweep.expand():

@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[MethodEntry, object]:
     if entry.kind != "recipe":
         recipes = ", ".join(e.id for e in list_methods() if e.kind == "recipe")
         hint = f" (use scripts/evaluate.py --method {entry.id})" if entry.kind == "inference" else ""
-        fail(f"method {entry.id!r} is a {entry.kind} method, not a training recipe{hint}; recipes: {recipes}")
+        fail(f"method {entry.id!r} is not a training recipe (kind {entry.kind}){hint}; recipes: {recipes}")
     config_class = load_config_class(entry)
 
     from trl import TrlParser

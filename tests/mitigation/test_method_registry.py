@@ -231,7 +231,7 @@ def test_build_inference_method_builds_the_target_from_the_config(toy_plugin, mo
 
 
 def test_build_inference_method_refuses_a_training_method():
-    with pytest.raises(ValueError, match="method 'resa' is a recipe method, not an inference-time one; available"):
+    with pytest.raises(ValueError, match=r"method 'resa' is not an inference-time method \(kind recipe\); available"):
         registry.build_inference_method("resa")
 
 

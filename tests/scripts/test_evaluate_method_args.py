@@ -87,5 +87,5 @@ def test_bad_method_args_are_clear_errors_before_any_model_loads(evaluate, tmp_p
 
 def test_a_training_method_is_refused_by_evaluate(evaluate, tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "REGISTRY", registry.Registry())
-    with pytest.raises(SystemExit, match="'resa' is a recipe method, not an inference-time one"):
+    with pytest.raises(SystemExit, match="'resa' is not an inference-time method"):
         run(evaluate, tmp_path, "--method", "resa")

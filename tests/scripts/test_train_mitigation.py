@@ -68,7 +68,9 @@ def test_help_lists_the_methods_and_help_with_a_method_shows_its_fields():
 
 
 def test_an_unknown_method_is_a_one_line_error_with_the_valid_ids():
-    assert_usage_error(train_mitigation("--method", "vcd"), "unknown method 'vcd'", "valid ids:", "resa")
+    assert_usage_error(
+        train_mitigation("--method", "no_such_method"), "unknown method 'no_such_method'", "valid ids:", "resa"
+    )
     assert_usage_error(train_mitigation("--method", "RESA"), "did you mean 'resa'?")
     assert_usage_error(train_mitigation(), "--method is required; valid ids: ", "resa")
 
@@ -77,7 +79,7 @@ def test_an_unknown_key_is_a_one_line_error_naming_it_and_the_valid_keys(tmp_pat
     assert_usage_error(
         train_mitigation("--method", "resa", "--sft_max_step", "3"),
         "unknown key 'sft_max_step' for ResaConfig; did you mean 'sft_max_steps'?",
-        "valid keys: benign_vqa_share, bf16,",
+        "valid keys: benign_answers, benign_vqa_share, bf16,",
     )
     (tmp_path / "c.yaml").write_text("sft_max_steps: 3\nlearning_rate: 1e-5\n")
     assert_usage_error(
