@@ -89,7 +89,17 @@ class MethodEntry:
 # In-tree methods (mitigation/{data,architecture,training,inference}/), one entry each, e.g.
 #   MethodEntry("vcd", "inference", ("truthfulness",), "mitigation.inference.vcd:VcdConfig", "inference",
 #               "mitigation.inference.vcd:Vcd", "VCD (Leng et al., CVPR 2024, arXiv 2311.16922)"),
-BUILTIN_METHODS: tuple[MethodEntry, ...] = ()
+BUILTIN_METHODS: tuple[MethodEntry, ...] = (
+    MethodEntry(
+        "hallucination_dpo",
+        "training",
+        ("truthfulness",),
+        "mitigation.training.hallucination_dpo_config:HallucinationDpoConfig",
+        "recipe",
+        "mitigation.training.hallucination_dpo:run_hallucination_dpo",
+        "mDPO (Wang et al., EMNLP 2024, arXiv 2406.11839); DDPO option (RLHF-V, CVPR 2024, arXiv 2312.00849)",
+    ),
+)
 
 
 class Registry:
