@@ -99,6 +99,15 @@ BUILTIN_METHODS: tuple[MethodEntry, ...] = (
         "mitigation.inference.ecso:Ecso",
         "ECSO (Gou et al., ECCV 2024, arXiv 2403.09572)",
     ),
+    MethodEntry(
+        "hallucination_dpo",
+        "training",
+        ("truthfulness",),
+        "mitigation.training.hallucination_dpo_config:HallucinationDpoConfig",
+        "recipe",
+        "mitigation.training.hallucination_dpo:run_hallucination_dpo",
+        "mDPO (Wang et al., EMNLP 2024, arXiv 2406.11839); DDPO option (RLHF-V, CVPR 2024, arXiv 2312.00849)",
+    ),
 )
 
 
