@@ -89,7 +89,17 @@ class MethodEntry:
 # In-tree methods (mitigation/{data,architecture,training,inference}/), one entry each, e.g.
 #   MethodEntry("vcd", "inference", ("truthfulness",), "mitigation.inference.vcd:VcdConfig", "inference",
 #               "mitigation.inference.vcd:Vcd", "VCD (Leng et al., CVPR 2024, arXiv 2311.16922)"),
-BUILTIN_METHODS: tuple[MethodEntry, ...] = ()
+BUILTIN_METHODS: tuple[MethodEntry, ...] = (
+    MethodEntry(
+        "vlguard",
+        "data",
+        ("safety", "privacy"),
+        "mitigation.data.vlguard_config:VlguardConfig",
+        "recipe",
+        "mitigation.data.vlguard:run_vlguard",
+        "VLGuard (Zong et al., ICML 2024, arXiv 2402.02207)",
+    ),
+)
 
 
 class Registry:
