@@ -5,6 +5,8 @@
   image gives a benign record ({safe_instruction, response}: the response is required) and a harmful one
   ({unsafe_instruction, response}). Instruction keys are looked up by name, never by dict order.
   `read_vlguard` gives the same data image by image (`VlguardImage`: both pairs of a safe image together).
+- LLaVA instruction data (`llava_v1_5_mix665k.json` style, VLGuard's helpful mix): {id, image?, conversations:
+  [{from: human|gpt, value}]} with `<image>` in the first human turn, as `InstructionSample`s.
 - SPA-VL (`sqrti/SPA-VL`): Parquet (columns image, question, chosen, rejected, class1..3; `image` is a path or
   an HF image struct {bytes, path}) or the JSON/JSONL training files with an image path. SPA-VL's training
   questions are all built from its harm taxonomy, so records are harmful by default; its `test` config has a
@@ -210,6 +212,73 @@ def _find(pairs: list, key: str, source: str, index: int, *, with_response: bool
                 )
             return text, response
     raise SampleError(f"no entry with the key {key!r}", source=source, row=index, field="instr-resp")
+
+
+# ---------------------------------------------------------------- LLaVA instruction data
+
+_LLAVA_ROLES = ("human", "gpt")
+_IMAGE_TOKEN = "<image>"
+
+
+@dataclass(frozen=True)
+class InstructionSample:
+    """One instruction-tuning sample in LLaVA's format: an optional image and its (user, assistant) turns.
+
+    The `<image>` token is taken out of the text; the image belongs before the first user turn's text.
+    """
+
+    id: str
+    image: str | None
+    turns: tuple[tuple[str, str], ...]
+    file: str
+    row: int
+
+
+def read_llava_instructions(
+    path: str | os.PathLike, data_root: str | os.PathLike | None = None
+) -> list[InstructionSample]:
+    """LLaVA instruction data (`llava_v1_5_mix665k.json` style: {id, image?, conversations: [{from, value}]},
+    human and gpt turns alternating, `<image>` once in the first human turn) as samples."""
+    path = Path(path)
+    root = Path(data_root) if data_root is not None else path.parent
+    source, samples = str(path), []
+    for index, raw in _read_rows(path):
+        row = _check_object(raw, source, index)
+        image = row.get("image")
+        image = None if image is None else _image(image, root, source=source, index=index, field="image")
+        turns = row.get("conversations")
+        if not isinstance(turns, list) or not turns or len(turns) % 2:
+            raise SampleError(
+                "expected a non-empty list of alternating human / gpt turns", source=source, row=index,
+                field="conversations",
+            )  # fmt: skip
+        texts = []
+        for i, turn in enumerate(turns):
+            where = f"conversations[{i}]"
+            if not isinstance(turn, Mapping) or turn.get("from") != _LLAVA_ROLES[i % 2]:
+                got = turn.get("from") if isinstance(turn, Mapping) else turn
+                raise SampleError(
+                    f"expected from={_LLAVA_ROLES[i % 2]!r} (turns alternate, human first), got {got!r}",
+                    source=source,
+                    row=index,
+                    field=f"{where}.from",
+                )
+            text = turn.get("value")
+            if not isinstance(text, str) or not text.strip():
+                raise SampleError(
+                    f"expected a non-empty string, got {text!r}", source=source, row=index, field=f"{where}.value"
+                )
+            if _IMAGE_TOKEN in text and (i != 0 or image is None or text.count(_IMAGE_TOKEN) > 1):
+                raise SampleError(
+                    "<image> may appear once, in the first human turn of a record with an image",
+                    source=source,
+                    row=index,
+                    field=f"{where}.value",
+                )
+            texts.append(text.replace(_IMAGE_TOKEN, "").strip())
+        pairs = tuple(zip(texts[::2], texts[1::2], strict=True))
+        samples.append(InstructionSample(str(row.get("id", index)), image, pairs, source, index))
+    return samples
 
 
 # ---------------------------------------------------------------- SPA-VL

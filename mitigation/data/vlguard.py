@@ -9,8 +9,9 @@ The safety data, VLGuard's `train.json` (`mitigation.data.loaders.read_vlguard`)
 - a safe image -> a two-turn conversation of its two pairs (safe instruction -> helpful answer, unsafe
   instruction -> refusal) in an order shuffled with the seed; the image placeholder only in the first user turn.
 
-Mixed with the instruction data (here the shared offline sources' benign training records: easy-VQA questions and
-text requests with reference answers) in one of two modes: `posthoc` (the safety data + `helpful_samples` drawn
+Mixed with the instruction data (LLaVA-format `instruction_file`, e.g. llava_v1_5_mix665k.json, or by default the
+shared offline sources' benign training records: easy-VQA questions and text requests with reference answers) in
+one of two modes: `posthoc` (the safety data + `helpful_samples` drawn
 without replacement, fine-tuning the trained model: the paper's cheap variant) or `mixed` (the safety data, or
 `mix_ratio` of it per instruction sample, mixed into the whole instruction set). Trained by SFT with the loss on
 assistant tokens only.
@@ -35,7 +36,7 @@ from pathlib import Path
 from eval_bridge.data import assets
 from eval_bridge.files import write_atomically
 from mitigation.data import rows
-from mitigation.data.loaders import VlguardImage, read_vlguard
+from mitigation.data.loaders import InstructionSample, VlguardImage, read_llava_instructions, read_vlguard
 from mitigation.data.offline import OfflineRecord, OfflineSplits
 from mitigation.data.vlguard_config import VlguardConfig
 from mitigation.training.method_recipe import RecipePlan, heldout_eval_files, run_recipe, shared_sources
@@ -188,6 +189,24 @@ def conversation_row(item: VlguardImage, seed: int = 0) -> dict:
     return {"messages": conversation(item, seed), "images": images}
 
 
+def instruction_row(sample: InstructionSample | OfflineRecord) -> dict:
+    """One SFT row of an instruction sample: LLaVA-format turns (image in the first), or an offline record."""
+    if isinstance(sample, OfflineRecord):
+        return rows.sft_row(sample.prompt, sample.images, vqa_response(sample), source=sample.source, row=sample.id)
+    images = [sample.image] if sample.image else []
+    messages = []
+    for turn, (user, reply) in enumerate(sample.turns):
+        messages += [rows.user_message(user, len(images) if turn == 0 else 0), rows.assistant_message(reply)]
+    return {"messages": messages, "images": rows.open_images(images, source=sample.file, row=sample.row)}
+
+
+def instruction_data(cfg: VlguardConfig, splits: OfflineSplits) -> list:
+    """The instruction ("helpful") data: `instruction_file` if given, else the shared benign training records."""
+    if cfg.instruction_file:
+        return read_llava_instructions(cfg.instruction_file, cfg.instruction_image_root)
+    return [r for r in splits.train if not r.harmful]
+
+
 def draw_helpful(records: Sequence, n: int, seed: int = 0) -> list:
     """Exactly `n` of `records`, drawn without replacement (the post-hoc mode's helpful samples)."""
     if not 0 <= n <= len(records):
@@ -198,9 +217,7 @@ def draw_helpful(records: Sequence, n: int, seed: int = 0) -> list:
     return random.Random(f"vlguard-helpful:{seed}").sample(list(records), n)
 
 
-def select_data(
-    cfg: VlguardConfig, safety: Sequence[VlguardImage], helpful: Sequence[OfflineRecord]
-) -> tuple[list[VlguardImage], list[OfflineRecord]]:
+def select_data(cfg: VlguardConfig, safety: Sequence[VlguardImage], helpful: Sequence) -> tuple[list, list]:
     """The (safety images, instruction records) a run trains on, by `cfg.mode`.
 
     posthoc: every safety image + `helpful_samples` instruction records. mixed: every instruction record + every
@@ -220,10 +237,10 @@ def select_data(
     return random.Random(f"vlguard-mix:{cfg.seed}").sample(list(safety), n), list(helpful)
 
 
-def training_rows(safety: Sequence[VlguardImage], helpful: Sequence[OfflineRecord], seed: int = 0) -> list[dict]:
+def training_rows(safety: Sequence[VlguardImage], helpful: Sequence, seed: int = 0) -> list[dict]:
     """SFT rows of the safety conversations and the instruction records, shuffled together with the seed."""
     out = [conversation_row(item, seed) for item in safety]
-    out += [rows.sft_row(r.prompt, r.images, vqa_response(r), source=r.source, row=r.id) for r in helpful]
+    out += [instruction_row(sample) for sample in helpful]
     random.Random(f"vlguard-rows:{seed}").shuffle(out)
     return out
 
@@ -239,7 +256,7 @@ def safety_data(cfg: VlguardConfig, splits: OfflineSplits) -> list[VlguardImage]
     return items
 
 
-def data_summary(safety: Sequence[VlguardImage], helpful: Sequence[OfflineRecord]) -> dict:
+def data_summary(safety: Sequence[VlguardImage], helpful: Sequence) -> dict:
     """Counts of what a run trains on (written to `<output_dir>/vlguard_data.json`)."""
     return {
         "safe_images": sum(item.safe for item in safety),
@@ -247,7 +264,7 @@ def data_summary(safety: Sequence[VlguardImage], helpful: Sequence[OfflineRecord
         "safety_pairs": sum(len(item.pairs) for item in safety),
         "refusal_turns": sum(harmful for item in safety for *_, harmful in item.pairs),
         "unsafe_categories": dict(sorted(Counter(item.category for item in safety if not item.safe).items())),
-        "helpful": dict(sorted(Counter(r.presentation for r in helpful).items())),
+        "helpful": dict(sorted(Counter(getattr(r, "presentation", "llava") for r in helpful).items())),
     }
 
 
@@ -256,8 +273,7 @@ def plan(cfg: VlguardConfig, base: str) -> RecipePlan:
     from mitigation.training.pipeline import Stage
 
     splits = shared_sources(cfg)
-    instruction = [r for r in splits.train if not r.harmful]
-    safety, helpful = select_data(cfg, safety_data(cfg, splits), instruction)
+    safety, helpful = select_data(cfg, safety_data(cfg, splits), instruction_data(cfg, splits))
     summary = {"mode": cfg.mode, **data_summary(safety, helpful)}
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

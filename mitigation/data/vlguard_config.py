@@ -38,7 +38,8 @@ class VlguardConfig(TrainingConfig):
         default=100,
         metadata={
             "help": "posthoc: instruction samples drawn without replacement from the instruction data (upstream "
-            "5000 next to VLGuard's 2,000 images; 100 of the 160 offline ones next to the stand-in's 108 images)."
+            "5000 of LLaVA-665k next to VLGuard's 2,000 images; 100 of the 160 offline ones next to the stand-in's "
+            "108 images)."
         },
     )
     mix_ratio: float | None = field(
@@ -60,6 +61,17 @@ class VlguardConfig(TrainingConfig):
         metadata={
             "help": "Folder the `image` paths of vlguard_file are relative to (unzipped train.zip); null: its folder."
         },
+    )
+    instruction_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instruction data in LLaVA's format (llava_v1_5_mix665k.json: {id, image, conversations}), the "
+            "helpful mix upstream draws from; null: the shared offline benign training records (easy-VQA + text)."
+        },
+    )
+    instruction_image_root: str | None = field(
+        default=None,
+        metadata={"help": "Folder the `image` paths of instruction_file are relative to; null: its folder."},
     )
     keep_standin: bool = field(
         default=False, metadata={"help": "With vlguard_file: also train on the offline stand-in (mixed with it)."}

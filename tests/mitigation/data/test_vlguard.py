@@ -10,7 +10,7 @@ from safety_files import make_root, write_json
 
 from eval_bridge.samples import SampleError
 from eval_bridge.tracks import is_refusal
-from mitigation.data.loaders import read_vlguard
+from mitigation.data.loaders import read_llava_instructions, read_vlguard
 from mitigation.data.offline import OfflineRecord, build_offline_sources
 from mitigation.data.vlguard import (
     VLGUARD_GROUPS,
@@ -19,6 +19,8 @@ from mitigation.data.vlguard import (
     conversation_row,
     data_summary,
     draw_helpful,
+    instruction_data,
+    instruction_row,
     refusal,
     safety_data,
     select_data,
@@ -302,3 +304,60 @@ def test_labels_cover_the_assistant_turns_only(real, tiny_model_dirs, tmp_path):
         expected = "".join(texts(m)[0] + "<|im_end|>" for m in row["messages"] if m["role"] == "assistant")
         assert tokenizer.decode(kept) == expected
         assert (labels[labels != -100] == kept).all()
+
+
+# ---------------------------------------------------------------- LLaVA-format instruction data (the helpful mix)
+
+LLAVA = [
+    {
+        "id": "coco-1",
+        "image": "imgs/a.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour is the square?"},
+            {"from": "gpt", "value": "Red."},
+            {"from": "human", "value": "And its size?"},
+            {"from": "gpt", "value": "Small."},
+        ],
+    },
+    {"id": "text-1", "conversations": [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "Hi!"}]},
+]
+
+
+def test_llava_instruction_data_is_the_helpful_mix_when_given(tmp_path, splits):
+    root = make_root(tmp_path)
+    path = write_json(root / "mix.json", LLAVA)
+    cfg = VlguardConfig(instruction_file=str(path), mode="posthoc", helpful_samples=2)
+    helpful = instruction_data(cfg, splits)
+    assert [(s.id, s.turns) for s in helpful] == [
+        ("coco-1", (("What colour is the square?", "Red."), ("And its size?", "Small."))),
+        ("text-1", (("Say hi.", "Hi!"),)),
+    ]
+    image_row, text_row = (instruction_row(s) for s in helpful)
+    assert n_images(image_row["messages"]) == [1, 0, 0, 0] and len(image_row["images"]) == 1
+    assert [texts(m)[0] for m in image_row["messages"]][1::2] == ["Red.", "Small."]
+    assert n_images(text_row["messages"]) == [0, 0] and text_row["images"] == []
+    assert data_summary([], helpful)["helpful"] == {"llava": 2}
+    assert len(instruction_data(VlguardConfig(), splits)) == 8  # default: the offline benign training records
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        ({"id": "x", "conversations": []}, "conversations"),
+        ({"id": "x", "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "b"}]},
+         "conversations[0].from"),
+        ({"id": "x", "image": "imgs/a.png",
+          "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "<image> a"}]},
+         "conversations[1].value"),
+        ({"id": "x", "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]},
+         "conversations[0].value"),  # <image> without an image
+        ({"id": "x", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": " "}]},
+         "conversations[1].value"),
+        ({"id": "x", "image": "imgs/none.png", "conversations": LLAVA[1]["conversations"]}, "image"),
+    ],
+)  # fmt: skip
+def test_bad_llava_records_name_file_row_and_field(tmp_path, record, field):
+    root = make_root(tmp_path)
+    with pytest.raises(SampleError) as err:
+        read_llava_instructions(write_json(root / "mix.json", [LLAVA[1], record]), root)
+    assert (err.value.source, err.value.row, err.value.field) == (str(root / "mix.json"), 1, field)
