@@ -108,6 +108,15 @@ BUILTIN_METHODS: tuple[MethodEntry, ...] = (
         "mitigation.training.hallucination_dpo:run_hallucination_dpo",
         "mDPO (Wang et al., EMNLP 2024, arXiv 2406.11839); DDPO option (RLHF-V, CVPR 2024, arXiv 2312.00849)",
     ),
+    MethodEntry(
+        "vlguard",
+        "data",
+        ("safety", "privacy"),
+        "mitigation.data.vlguard_config:VlguardConfig",
+        "recipe",
+        "mitigation.data.vlguard:run_vlguard",
+        "VLGuard (Zong et al., ICML 2024, arXiv 2402.02207)",
+    ),
 )
 
 

@@ -4,6 +4,9 @@
   harmful_subcategory, instr-resp}. An unsafe image gives one harmful record ({instruction, response}); a safe
   image gives a benign record ({safe_instruction, response}: the response is required) and a harmful one
   ({unsafe_instruction, response}). Instruction keys are looked up by name, never by dict order.
+  `read_vlguard` gives the same data image by image (`VlguardImage`: both pairs of a safe image together).
+- LLaVA instruction data (`llava_v1_5_mix665k.json` style, VLGuard's helpful mix): {id, image?, conversations:
+  [{from: human|gpt, value}]} with `<image>` in the first human turn, as `InstructionSample`s.
 - SPA-VL (`sqrti/SPA-VL`): Parquet (columns image, question, chosen, rejected, class1..3; `image` is a path or
   an HF image struct {bytes, path}) or the JSON/JSONL training files with an image path. SPA-VL's training
   questions are all built from its harm taxonomy, so records are harmful by default; its `test` config has a
@@ -32,6 +35,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +88,43 @@ def _check_object(row: Any, source: str, index: int) -> Mapping:
 # ---------------------------------------------------------------- VLGuard
 
 
-def load_vlguard(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> list[SafetyRecord]:
-    """VLGuard `train.json`/`test.json` as records (images resolved under `data_root`, default the file's folder)."""
+@dataclass(frozen=True)
+class VlguardImage:
+    """One VLGuard image with its instruction-response pairs, as the file gives them (validated).
+
+    Attributes:
+        id: the record's `id` (its row index if it has none).
+        image: the resolved image path.
+        safe: the file's `safe` label.
+        category, subcategory: `harmful_category` / `harmful_subcategory` (unsafe images; None if absent).
+        pairs: ((instruction, response or None, harmful), ...), looked up by key name: an unsafe image's one
+            `instruction`; a safe image's `safe_instruction` (harmful False), then `unsafe_instruction` (True).
+        file: the data file's path; row: the record's index in it (for errors naming file and row).
+    """
+
+    id: str
+    image: str
+    safe: bool
+    category: str | None
+    subcategory: str | None
+    pairs: tuple[tuple[str, str | None, bool], ...]
+    file: str
+    row: int
+
+
+def read_vlguard(
+    path: str | os.PathLike, data_root: str | os.PathLike | None = None, *, require_responses: bool = False
+) -> list[VlguardImage]:
+    """VLGuard `train.json`/`test.json` image by image (images under `data_root`, default the file's folder).
+
+    `require_responses`: every pair must carry a non-empty response (training data); otherwise only a safe
+    instruction's response is required (it is the reference answer).
+    """
     path = Path(path)
     root = Path(data_root) if data_root is not None else path.parent
-    source, records = str(path), []
+    source, images = str(path), []
     for index, raw in _read_rows(path):
         row = _check_object(raw, source, index)
-        rid = str(row.get("id", index))
         image = _image(row.get("image"), root, source=source, index=index, field="image")
         safe = row.get("safe")
         if not isinstance(safe, bool):
@@ -104,33 +137,64 @@ def load_vlguard(path: str | os.PathLike, data_root: str | os.PathLike | None = 
                 row=index,
                 field="instr-resp",
             )
-        where = f"vlguard:{path.name}:{index}"
-        if not safe:
-            instruction, response = _find(pairs, "instruction", source, index)
-            category, sub = row.get("harmful_category"), row.get("harmful_subcategory")
+        keys = (("instruction", True),) if not safe else (("safe_instruction", False), ("unsafe_instruction", True))
+        found = [
+            (*_find(pairs, key, source, index, with_response=require_responses or not harmful), harmful)
+            for key, harmful in keys
+        ]
+        category, sub = row.get("harmful_category"), row.get("harmful_subcategory")
+        images.append(
+            VlguardImage(
+                str(row.get("id", index)),
+                image,
+                safe,
+                str(category) if category else None,
+                str(sub) if sub else None,
+                tuple(found),
+                source,
+                index,
+            )
+        )
+    return images
+
+
+def load_vlguard(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> list[SafetyRecord]:
+    """VLGuard `train.json`/`test.json` as records (images resolved under `data_root`, default the file's folder)."""
+    records = []
+    for item in read_vlguard(path, data_root):
+        where = f"vlguard:{Path(item.file).name}:{item.row}"
+        if not item.safe:
+            ((instruction, response, _),) = item.pairs
+            labels = tuple(x for x in (item.category, item.subcategory) if x)
             records.append(
                 SafetyRecord(
-                    f"vlguard-{rid}",
+                    f"vlguard-{item.id}",
                     instruction,
-                    (image,),
+                    (item.image,),
                     harmful=True,
-                    category=str(category) if category else None,
-                    subcategory=str(sub) if sub else None,
+                    category=item.category,
+                    subcategory=item.subcategory,
                     response=response,
                     presentation="image",
                     source=where,
-                    source_labels=tuple(str(x) for x in (category, sub) if x),
+                    source_labels=labels,
                 )
             )
             continue
-        safe_instr, safe_resp = _find(pairs, "safe_instruction", source, index, with_response=True)
-        unsafe_instr, unsafe_resp = _find(pairs, "unsafe_instruction", source, index)
+        (safe_instr, safe_resp, _), (unsafe_instr, unsafe_resp, _) = item.pairs
         records.append(
-            SafetyRecord(f"vlguard-{rid}-safe", safe_instr, (image,), harmful=False, response=safe_resp, source=where)
+            SafetyRecord(
+                f"vlguard-{item.id}-safe", safe_instr, (item.image,), harmful=False, response=safe_resp, source=where
+            )
         )
         records.append(
             SafetyRecord(
-                f"vlguard-{rid}-unsafe", unsafe_instr, (image,), harmful=True, response=unsafe_resp, source=where
+                f"vlguard-{item.id}-unsafe",
+                unsafe_instr,
+                (item.image,),
+                harmful=True,
+                response=unsafe_resp,
+                source=where,
             )
         )
     return records
@@ -148,6 +212,73 @@ def _find(pairs: list, key: str, source: str, index: int, *, with_response: bool
                 )
             return text, response
     raise SampleError(f"no entry with the key {key!r}", source=source, row=index, field="instr-resp")
+
+
+# ---------------------------------------------------------------- LLaVA instruction data
+
+_LLAVA_ROLES = ("human", "gpt")
+_IMAGE_TOKEN = "<image>"
+
+
+@dataclass(frozen=True)
+class InstructionSample:
+    """One instruction-tuning sample in LLaVA's format: an optional image and its (user, assistant) turns.
+
+    The `<image>` token is taken out of the text; the image belongs before the first user turn's text.
+    """
+
+    id: str
+    image: str | None
+    turns: tuple[tuple[str, str], ...]
+    file: str
+    row: int
+
+
+def read_llava_instructions(
+    path: str | os.PathLike, data_root: str | os.PathLike | None = None
+) -> list[InstructionSample]:
+    """LLaVA instruction data (`llava_v1_5_mix665k.json` style: {id, image?, conversations: [{from, value}]},
+    human and gpt turns alternating, `<image>` once in the first human turn) as samples."""
+    path = Path(path)
+    root = Path(data_root) if data_root is not None else path.parent
+    source, samples = str(path), []
+    for index, raw in _read_rows(path):
+        row = _check_object(raw, source, index)
+        image = row.get("image")
+        image = None if image is None else _image(image, root, source=source, index=index, field="image")
+        turns = row.get("conversations")
+        if not isinstance(turns, list) or not turns or len(turns) % 2:
+            raise SampleError(
+                "expected a non-empty list of alternating human / gpt turns", source=source, row=index,
+                field="conversations",
+            )  # fmt: skip
+        texts = []
+        for i, turn in enumerate(turns):
+            where = f"conversations[{i}]"
+            if not isinstance(turn, Mapping) or turn.get("from") != _LLAVA_ROLES[i % 2]:
+                got = turn.get("from") if isinstance(turn, Mapping) else turn
+                raise SampleError(
+                    f"expected from={_LLAVA_ROLES[i % 2]!r} (turns alternate, human first), got {got!r}",
+                    source=source,
+                    row=index,
+                    field=f"{where}.from",
+                )
+            text = turn.get("value")
+            if not isinstance(text, str) or not text.strip():
+                raise SampleError(
+                    f"expected a non-empty string, got {text!r}", source=source, row=index, field=f"{where}.value"
+                )
+            if _IMAGE_TOKEN in text and (i != 0 or image is None or text.count(_IMAGE_TOKEN) > 1):
+                raise SampleError(
+                    "<image> may appear once, in the first human turn of a record with an image",
+                    source=source,
+                    row=index,
+                    field=f"{where}.value",
+                )
+            texts.append(text.replace(_IMAGE_TOKEN, "").strip())
+        pairs = tuple(zip(texts[::2], texts[1::2], strict=True))
+        samples.append(InstructionSample(str(row.get("id", index)), image, pairs, source, index))
+    return samples
 
 
 # ---------------------------------------------------------------- SPA-VL
