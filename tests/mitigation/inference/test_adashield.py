@@ -93,3 +93,22 @@ def test_registry_builds_adashield():
     assert isinstance(method, AdaShield) and method.cache_key() == {"position": "around", "prompt": METHODS_PROMPT}
     with pytest.raises(ValueError, match="position"):
         registry.build_inference_method("adashield", position="before")
+
+
+@pytest.mark.slow
+def test_adashield_on_the_mini_suite_jailbreak_tasks_with_the_embedded_default(tmp_path):
+    from eval_bridge.runner import SuiteConfig, run_suite
+    from mitigation.base_model import ensure_base_model
+
+    vlm = VLM.load(str(ensure_base_model()))
+    config = SuiteConfig(suite="mini", tasks="S4,S6", tracks=(), cache_dir=str(tmp_path / "suite"), limit=8)
+    plain = run_suite(vlm, config)
+    shielded = run_suite(vlm, config, method=AdaShield())
+    print({t: (plain["tasks"][t]["score"], shielded["tasks"][t]["score"]) for t in ("S4", "S6")})  # for the README
+    assert all(shielded["tasks"][t]["score"] is not None for t in ("S4", "S6"))
+    responses = {(s["dataset"], s["id"]): s["response"] for s in plain["samples"]}
+    changed = sum(s["response"] != responses[(s["dataset"], s["id"])] for s in shielded["samples"])
+    assert changed > 0, "the defense prompt changed no answer"
+    assert shielded["tasks"]["S4"]["score"] >= plain["tasks"]["S4"]["score"], (
+        "AdaShield made typographic jailbreaks worse"
+    )

@@ -216,3 +216,23 @@ def test_evaluate_runs_vcd_on_the_mini_suite(tiny_model_dirs, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["provenance"]["method"] == {"id": "vcd", "version": "1", "config": {**VcdConfig(alpha=0.5).__dict__}}
     assert results["tasks"]["T1"]["score"] is not None and results["provenance"]["responses"]["generated_here"] > 0
+
+
+# --- the embedded default model (slow tier) ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_vcd_on_the_mini_suite_truthfulness_tasks_with_the_embedded_default(tmp_path):
+    from eval_bridge.runner import SuiteConfig, run_suite
+    from mitigation.base_model import ensure_base_model
+
+    vlm = VLM.load(str(ensure_base_model()))
+    config = SuiteConfig(suite="mini", tasks="T1,T2,T3", tracks=(), cache_dir=str(tmp_path / "suite"), limit=6)
+    plain = run_suite(vlm, config)
+    vcd = run_suite(vlm, config, method=Vcd(VcdConfig()))
+    print({t: (plain["tasks"][t]["score"], vcd["tasks"][t]["score"]) for t in ("T1", "T2", "T3")})  # for the README
+    assert all(vcd["tasks"][t]["score"] is not None for t in ("T1", "T2", "T3"))
+    assert vcd["provenance"]["method"]["id"] == "vcd" and vcd["provenance"]["responses"]["failed"] == 0
+    responses = {(s["dataset"], s["id"]): s["response"] for s in plain["samples"]}
+    changed = [s for s in vcd["samples"] if s["response"] != responses[(s["dataset"], s["id"])]]
+    assert 0 < len(changed) < len(vcd["samples"]), "VCD changed no answer (or every answer) of a real model"
