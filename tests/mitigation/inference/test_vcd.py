@@ -227,7 +227,7 @@ def test_vcd_on_the_mini_suite_truthfulness_tasks_with_the_embedded_default(tmp_
     from mitigation.base_model import ensure_base_model
 
     vlm = VLM.load(str(ensure_base_model()))
-    config = SuiteConfig(suite="mini", tasks="T1,T2,T3", tracks=(), cache_dir=str(tmp_path / "suite"), limit=6)
+    config = SuiteConfig(suite="mini", tasks="T1,T2,T3", tracks=(), cache_dir=str(tmp_path / "suite"), limit=3)
     plain = run_suite(vlm, config)
     vcd = run_suite(vlm, config, method=Vcd(VcdConfig()))
     print({t: (plain["tasks"][t]["score"], vcd["tasks"][t]["score"]) for t in ("T1", "T2", "T3")})  # for the README
