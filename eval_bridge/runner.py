@@ -5,8 +5,9 @@
 
 Launched with several processes (`accelerate launch` / `torchrun`), each process generates its share of the
 uncached samples into its own cache file; rank 0 then reads all of them, scores and writes the results (other
-ranks return None). An inference-time mitigation plugs in as an `InferenceMethod`. The model is any `Backend`:
-a local `VLM`, or an `APIModel` served behind an OpenAI-compatible endpoint (`eval_bridge.models.api`).
+ranks return None). An inference-time mitigation plugs in as an `InferenceMethod` (`eval_bridge.inference`).
+The model is any `Backend`: a local `VLM`, or an `APIModel` served behind an OpenAI-compatible endpoint
+(`eval_bridge.models.api`).
 
 Generation, step by step: find the samples the response cache lacks (`_missing`), give each process every
 world-th of them, generate them in batches grouped by generation settings and append each batch's successes to
@@ -18,17 +19,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from eval_bridge.cache import ResponseCache, sample_hash, stable_hash
 from eval_bridge.data.sources import DataSource, data_hash, make_source
 from eval_bridge.distributed import barrier, init_distributed
-from eval_bridge.models.adapter import VLM, Generation, GenerationSettings
+from eval_bridge.inference import InferenceMethod
+from eval_bridge.models.adapter import VLM, GenerationSettings
 from eval_bridge.models.backend import Backend
 from eval_bridge.provenance import method_identity, provenance
 from eval_bridge.reasoning import DEFAULT_FORMAT, consistent
@@ -40,19 +42,6 @@ from eval_bridge.tracks import DEFAULT_TRACKS, is_refusal, score_track
 
 log = logging.getLogger(__name__)
 TRACK_TASK = "track"
-
-
-class InferenceMethod(Protocol):
-    """An inference-time mitigation (e.g. VCD, ECSO): it owns decoding, the model and templates stay the toolkit's."""
-
-    id: str
-    version: str  # bump when the method's outputs change for the same settings: cached responses are then redone
-
-    def cache_key(self) -> dict:
-        """The method's settings that change its outputs (part of the response-cache key)."""
-
-    def generate(self, vlm: VLM, samples: Sequence[Sample], settings: GenerationSettings) -> list[Generation]:
-        """One response per sample, in order."""
 
 
 @dataclass

@@ -5,7 +5,7 @@ the registry imports no trainer: listing methods or looking one up costs no torc
 depends on the entry's `kind` (`KINDS`):
 
     recipe     target(config) -> trade-off table (str) or None; run by `scripts/train_mitigation.py --method ID`
-    inference  target(config) -> an `eval_bridge.runner.InferenceMethod`; used by `scripts/evaluate.py --method ID`
+    inference  target(config) -> an `eval_bridge.inference.InferenceMethod`; used by `scripts/evaluate.py --method ID`
     data       target(config) -> a data transform (reserved: no command runs it yet)
     model      target(config) -> a model transform (reserved: no command runs it yet)
 
@@ -116,6 +116,24 @@ BUILTIN_METHODS: tuple[MethodEntry, ...] = (
         "recipe",
         "mitigation.data.vlguard:run_vlguard",
         "VLGuard (Zong et al., ICML 2024, arXiv 2402.02207)",
+    ),
+    MethodEntry(
+        "vcd",
+        "inference",
+        ("truthfulness",),
+        "mitigation.inference.vcd:VcdConfig",
+        "inference",
+        "mitigation.inference.vcd:Vcd",
+        "VCD (Leng et al., CVPR 2024, arXiv 2311.16922)",
+    ),
+    MethodEntry(
+        "adashield",
+        "inference",
+        ("safety",),
+        "mitigation.inference.adashield:AdaShieldConfig",
+        "inference",
+        "mitigation.inference.adashield:AdaShield",
+        "AdaShield (Wang et al., ECCV 2024, arXiv 2403.09513)",
     ),
 )
 

@@ -311,6 +311,42 @@ class VLM:
         inputs = self.processor(**kwargs)
         return inputs.to(self.device)
 
+    @staticmethod
+    def pixel_views(inputs, images_per_row: Sequence[int]) -> list[list[torch.Tensor]]:
+        """Views into `inputs["pixel_values"]` as `prepare` made them: per row, one per image (per image crop on
+        Idefics3 / SmolVLM, whose processor splits images; all-zero padding crops left out).
+
+        Writing into a view edits the inputs (e.g. VCD noising one row's images). Layouts: LLaVA and LLaVA-NeXT
+        stack images first, row after row; Qwen2-VL flattens every image's patches into one tensor, image after
+        image, sized by `image_grid_thw`; Idefics3 stacks rows first, each row's crops second.
+
+        Args:
+            images_per_row: how many images each row of `inputs` holds (`len(sample.images)`).
+        """
+        views: list[list[torch.Tensor]] = [[] for _ in images_per_row]
+        pixels = inputs.get("pixel_values")
+        if pixels is None or not sum(images_per_row):
+            return views
+        if "image_grid_thw" in inputs:
+            units = list(pixels.split(inputs["image_grid_thw"].prod(-1).tolist()))
+        elif "pixel_attention_mask" in inputs:
+            if pixels.shape[0] != len(images_per_row):
+                raise ValueError(f"pixel_values hold {pixels.shape[0]} rows, expected {len(images_per_row)}")
+            for row, n in enumerate(images_per_row):
+                views[row] = [crop for crop in pixels[row] if n and bool(crop.any())]
+            return views
+        else:
+            units = list(pixels.unbind(0))
+        if len(units) != sum(images_per_row):
+            raise ValueError(
+                f"pixel_values hold {len(units)} images but the rows have {sum(images_per_row)}; this processor's "
+                "pixel layout is not one `VLM.pixel_views` knows (LLaVA, LLaVA-NeXT, Qwen2-VL, Idefics3)"
+            )
+        start = 0
+        for row, n in enumerate(images_per_row):
+            views[row], start = units[start : start + n], start + n
+        return views
+
     def _images(self, sample: Sample) -> list:
         try:
             return [load_image(ref) for ref in sample.images]
@@ -407,11 +443,15 @@ class VLM:
             if reason is None:
                 requests = self.decode_requests(samples, settings)
                 outputs = self.decode(requests, settings, return_logprobs=return_logprobs, progress=progress)
-                return [self._generation(out.token_ids, out.logprobs) for out in outputs]
+                return self.generations(outputs)
             if (self.family, reason) not in _FALLBACKS_LOGGED:
                 _FALLBACKS_LOGGED.add((self.family, reason))
                 log.warning("%s: generating with transformers' generate, not the decode loop: %s", self.name, reason)
         return self._generate_plain(samples, settings, return_logprobs=return_logprobs, progress=progress)
+
+    def generations(self, outputs: Sequence[decode.DecodeOutput]) -> list[Generation]:
+        """The decode loop's outputs as `Generation`s (text decoded, special tokens removed)."""
+        return [self._generation(out.token_ids, out.logprobs) for out in outputs]
 
     def _generation(self, token_ids: list[int], logprobs: list[float] | None) -> Generation:
         return Generation(self.tokenizer.decode(token_ids, skip_special_tokens=True), token_ids, logprobs)
