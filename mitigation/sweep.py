@@ -17,6 +17,10 @@ A sweep file (YAML):
     accelerate_config: configs/accelerate/multi_gpu.yaml
     slurm: {partition: gpu, gpus_per_node: 8, cpus_per_task: 16, timeout_min: 240, array_parallelism: 4}
 
+An inference-time method (e.g. `vcd`) sweeps the same way: each run evaluates `model:` (default: the embedded
+default) through the method with the run's overrides as its config, on the suite the `evaluation:` block sets
+(any `eval_*` field of the training config, e.g. `{eval_tasks: truthfulness}`, plus `cache_dir`, shared by the runs).
+
 Each run's directory holds `sweep_run.json` (its overrides and, once it ends, its status: done or failed with the
 error). A finished run is skipped by a rerun; a failed one is recorded and the sweep goes on (a rerun retries it).
 Launchers: `local` trains the runs one after another in this process; `accelerate` runs each through
@@ -49,6 +53,8 @@ LAUNCHERS = ("local", "accelerate", "slurm")
 STATE = "sweep_run.json"
 REPO = Path(__file__).resolve().parents[1]
 _KEYS = {
+    "model",
+    "evaluation",
     "method",
     "config",
     "output_dir",
@@ -88,6 +94,8 @@ class Sweep:
     launcher: str = "local"
     accelerate_config: str | None = None
     slurm: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)
     source: str = "<sweep>"
 
     def expand(self) -> list[Run]:
@@ -158,6 +166,8 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         launcher=str(data.get("launcher", "local")),
         accelerate_config=data.get("accelerate_config"),
         slurm=dict(data.get("slurm") or {}),
+        model=data.get("model"),
+        evaluation=dict(data.get("evaluation") or {}),
         source=str(path),
     )
     check_sweep(sweep)
@@ -175,7 +185,9 @@ def check_sweep(sweep: Sweep) -> None:
         entry = get_method(sweep.method)
     except ValueError as err:
         raise SweepError(f"{sweep.source}: {err}") from None
-    if entry.kind != "recipe":
+    if entry.kind == "inference":
+        _check_evaluation(sweep)
+    elif entry.kind != "recipe":
         raise SweepError(
             f"{sweep.source}: method {sweep.method!r} is not a training recipe (kind {entry.kind}): sweeps train"
         )
@@ -218,11 +230,61 @@ def train_flags(sweep: Sweep, run: Run) -> list[str]:
     return [*flags, "--output_dir", str(sweep.run_dir(run))]
 
 
+def is_inference(sweep: Sweep) -> bool:
+    """Whether the sweep's method is an inference-time one (its runs evaluate; they do not train)."""
+    from mitigation.registry import get_method
+
+    return get_method(sweep.method).kind == "inference"
+
+
+def _check_evaluation(sweep: Sweep) -> None:
+    """An inference sweep's `evaluation:` keys are the training config's eval fields (or cache_dir)."""
+    import dataclasses
+
+    from mitigation.training.config import TrainingConfig
+
+    valid = [*sorted(f.name for f in dataclasses.fields(TrainingConfig) if f.name.startswith("eval_")), "cache_dir"]
+    bad = sorted(set(sweep.evaluation) - set(valid))
+    if bad:
+        raise SweepError(f"{sweep.source}: evaluation: unknown key {bad[0]!r}; valid keys: {', '.join(valid)}")
+
+
+def evaluation_suite(sweep: Sweep, model: str):
+    """The suite an inference sweep's runs are evaluated on (the tracks on the shared held-out sets + tasks)."""
+    from mitigation.config_overrides import build_config
+    from mitigation.training.config import TrainingConfig
+    from mitigation.training.method_recipe import heldout_eval_files, shared_sources, track_suite
+
+    fields = {"cache_dir": str(sweep.output_dir / "cache"), **sweep.evaluation, "model": model}
+    cfg = build_config(TrainingConfig, {**fields, "output_dir": str(sweep.output_dir)})
+    return track_suite(cfg, heldout_eval_files(cfg, shared_sources(cfg)))
+
+
+def evaluate_run(sweep: Sweep, run: Run) -> None:
+    """Evaluate the sweep's model through the inference method configured by the run's overrides."""
+    from eval_bridge.bridge import Manifest, evaluate_manifest
+    from mitigation.registry import build_inference_method
+
+    if sweep.model:
+        model = sweep.model
+    else:
+        from mitigation.base_model import ensure_base_model
+
+        model = str(ensure_base_model())
+    method = build_inference_method(sweep.method, **run.overrides)
+    manifest = Manifest(0, model, None, str(sweep.run_dir(run)), suite=evaluation_suite(sweep, model))
+    evaluate_manifest(manifest, method=method)
+
+
 def run_in_process(sweep: Sweep, run: Run) -> None:
-    """Train one run in this process, through the same parser as `scripts/train_mitigation.py`."""
+    """Run one run in this process: train it through the same parser as `scripts/train_mitigation.py`, or
+    evaluate it for an inference method."""
     from mitigation.registry import get_method, load_config_class, load_target
 
     entry = get_method(sweep.method)
+    if entry.kind == "inference":
+        evaluate_run(sweep, run)
+        return
     config = parse_config(load_config_class(entry), train_flags(sweep, run)[2:])
     load_target(entry)(config)
 
@@ -256,7 +318,9 @@ def execute(sweep: Sweep, run: Run, launcher: str) -> dict:
     run_dir = sweep.run_dir(run)
     try:
         _record(run_dir, name=run.name, overrides=run.overrides, status="running", pid=os.getpid())
-        (run_with_accelerate if launcher == "accelerate" else run_in_process)(sweep, run)
+        # An inference run evaluates in this process whatever the launcher (it has no training to distribute).
+        accelerate = launcher == "accelerate" and not is_inference(sweep)
+        (run_with_accelerate if accelerate else run_in_process)(sweep, run)
     except BaseException as err:  # a run's failure is recorded; the sweep goes on (KeyboardInterrupt stops it)
         state = dict(name=run.name, overrides=run.overrides, status="failed", error=f"{type(err).__name__}: {err}")
         _record(run_dir, **state, traceback=traceback.format_exc(limit=8))
@@ -346,7 +410,12 @@ def summary_rows(sweep: Sweep) -> list[dict]:
         row["status"] = state.get("status", "not run")
         row["error"] = state.get("error")
         row["best_step"] = row["best"] = row["final"] = None
-        if state.get("status") == "done":
+        if state.get("status") == "done" and (run_dir / "results.json").is_file():  # an inference run
+            from mitigation.reproduce import scores_of
+
+            results = json.loads((run_dir / "results.json").read_text())
+            row["best"] = row["final"] = scores_of(results).get(sweep.metric)
+        elif state.get("status") == "done":
             table = [r for r in tradeoff_rows(run_dir) if not r.get("error")]
             best_file = bridge_dir(run_dir) / "best_checkpoint.json"
             best = json.loads(best_file.read_text()) if best_file.is_file() else None

@@ -17,7 +17,7 @@ import argparse
 import logging
 import sys
 
-from mitigation.sweep import LAUNCHERS, SweepError, load_sweep, pending, run_sweep, train_flags
+from mitigation.sweep import LAUNCHERS, SweepError, is_inference, load_sweep, pending, run_sweep, train_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{len(runs)} runs of {sweep.method} under {sweep.output_dir} ({len(runs) - len(todo)} done):")
         for run in runs:
             status = "to run" if run.name in todo else "done"
-            print(f"  [{status}] {run.name}: scripts/train_mitigation.py {' '.join(train_flags(sweep, run))}")
+            if is_inference(sweep):
+                print(f"  [{status}] {run.name}: evaluate with --method {sweep.method} and {run.overrides}")
+            else:
+                print(f"  [{status}] {run.name}: scripts/train_mitigation.py {' '.join(train_flags(sweep, run))}")
         return
     states = run_sweep(sweep, args.launcher, slurm_cluster=args.slurm_cluster)
     print((sweep.output_dir / "sweep.md").read_text())

@@ -128,3 +128,24 @@ def test_the_slurm_launcher_through_submitits_local_executor(tmp_path, tiny_mode
 def test_the_example_sweeps_load(path):
     sweep = sweeps.load_sweep(path)
     assert len(sweep.expand()) >= 2
+
+
+def test_an_inference_method_sweeps_by_evaluating_the_model_through_it(tmp_path, tiny_model_dirs):
+    """VCD's alpha: each run evaluates the model through the method (no training), on the evaluation block's suite."""
+    data = dict(
+        method="vcd",
+        model=str(tiny_model_dirs["llava"]),
+        output_dir=str(tmp_path / "sweep"),
+        evaluation={"eval_tasks": "T2", "eval_borderline_file": "none", "eval_max_new_tokens": 4},
+        grid={"alpha": [0.0, 1.0]},
+        metric="truthfulness",
+    )
+    path = tmp_path / "vcd.yaml"
+    path.write_text(yaml.safe_dump(data))
+    sweep = sweeps.load_sweep(path)
+    assert [s["status"] for s in sweeps.run_sweep(sweep)] == ["done", "done"]
+    rows = sweeps.summary_rows(sweep)
+    assert [r["alpha"] for r in rows] == [0.0, 1.0] and all(r["final"] is not None for r in rows)
+    with pytest.raises(sweeps.SweepError, match="evaluation: unknown key 'eval_taskz'"):
+        path.write_text(yaml.safe_dump({**data, "evaluation": {"eval_taskz": "T1"}}))
+        sweeps.load_sweep(path)
