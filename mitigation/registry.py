@@ -89,7 +89,17 @@ class MethodEntry:
 # In-tree methods (mitigation/{data,architecture,training,inference}/), one entry each, e.g.
 #   MethodEntry("vcd", "inference", ("truthfulness",), "mitigation.inference.vcd:VcdConfig", "inference",
 #               "mitigation.inference.vcd:Vcd", "VCD (Leng et al., CVPR 2024, arXiv 2311.16922)"),
-BUILTIN_METHODS: tuple[MethodEntry, ...] = ()
+BUILTIN_METHODS: tuple[MethodEntry, ...] = (
+    MethodEntry(
+        "safety_dpo",
+        "training",
+        ("safety", "utility"),
+        "mitigation.training.safety_dpo:SafetyDpoConfig",
+        "recipe",
+        "mitigation.training.safety_dpo:run_safety_dpo",
+        "SPA-VL DPO (Zhang et al., arXiv 2406.12030)",
+    ),
+)
 
 
 class Registry:
