@@ -1,7 +1,6 @@
 """safety_dpo as users run it: its registry entry, its YAML recipes, `scripts/train_mitigation.py --method
 safety_dpo` on a tiny model ending with the trade-off table, and its checkpoints reloaded by scripts/evaluate.py."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -136,5 +135,4 @@ def test_checkpoints_reload_through_evaluate(trained, tiny_model_dirs, tmp_path,
         ]
     )
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert dataclasses.is_dataclass(results) or isinstance(results, dict)
-    assert "harmful_refusal" in json.dumps(results)
+    assert results["tracks"]["harmful_refusal"]["n"] == 2 and results["tracks"]["utility"]["n"] == 2
