@@ -1,14 +1,15 @@
 """`safety_dpo`: SPA-VL-style safety DPO (Zhang et al., "SPA-VL: A Comprehensive Safety Preference Alignment Dataset
 for Vision Language Model", arXiv 2406.12030; METHODS.md section 3.5). Targets safety, keeping utility.
 
-Plain DPO, TRL's own sigmoid loss, on (image, request, chosen, rejected) safety pairs:
+DPO, TRL's own sigmoid loss, on (image, request, chosen, rejected) safety pairs:
 
     L = -log sigma(beta * [(l_pi(y_w) - l_ref(y_w)) - (l_pi(y_l) - l_ref(y_l))])
 
-with l the summed log-probability of the response tokens (prompt, image and padding tokens masked). One stage of
-the shared pipeline (`Stage(kind="dpo")`, TRL `DPOTrainer`): under LoRA the reference is the adapter-disabled base;
-full fine-tuning precomputes the reference log-probs (`precompute_ref_log_probs` auto). No reasoning traces: that
-is what separates it from RESA in the tables.
+with l the summed log-probability of the response tokens (prompt, image and padding tokens masked), plus, in the
+CPU recipe, TRL's `sft` term (the chosen response's mean NLL, weight `dpo_sft_weight`; 0 = SPA-VL's plain DPO).
+One stage of the shared pipeline (`Stage(kind="dpo")`, TRL `DPOTrainer`): under LoRA the reference is the
+adapter-disabled base; full fine-tuning precomputes the reference log-probs (`precompute_ref_log_probs` auto). No
+reasoning traces: that is what separates it from RESA in the tables.
 
 Data, in SPA-VL's public schema (rows {image, question, chosen, rejected, class1, class2, class3}), read by the one
 loader `mitigation.data.loaders.load_spavl` for real files and for the offline stand-in alike:
@@ -120,11 +121,19 @@ class SafetyDpoConfig(TrainingConfig):
 
     # --- DPO -----------------------------------------------------------------------------------------------
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta (SPA-VL: 0.1)."})
+    dpo_sft_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the chosen response's NLL added to the DPO loss (TRL loss_type sigmoid + sft, as in "
+            "RPO, arXiv 2404.19733); 0: plain DPO, as SPA-VL. The CPU recipe needs it: plain DPO's 32 steps push "
+            "the placeholder down without making refusals the greedy answer (measured: harmful refused +0)."
+        },
+    )
     dpo_learning_rate: float = field(
-        default=1e-4,
+        default=2e-4,
         metadata={
             "help": "SPA-VL: 1e-6 full fine-tuning over 30k pairs (LoRA option 5e-6); the short CPU run takes 32 "
-            "steps at 1e-4."
+            "steps at 2e-4."
         },
     )
     dpo_epochs: float = field(default=1.0, metadata={"help": "Epochs over the pairs (SPA-VL: 1)."})
@@ -293,7 +302,11 @@ def dpo_stage(cfg: SafetyDpoConfig, rows: list[dict]):
         batch_size=cfg.dpo_batch_size,
         grad_accum=cfg.dpo_grad_accum,
         save_steps=cfg.dpo_save_steps,
-        args={"beta": cfg.dpo_beta, "loss_type": ["sigmoid"]},
+        args=dict(
+            beta=cfg.dpo_beta,
+            loss_type=["sigmoid", "sft"] if cfg.dpo_sft_weight else ["sigmoid"],
+            loss_weights=[1.0, cfg.dpo_sft_weight] if cfg.dpo_sft_weight else None,
+        ),
     )
 
 

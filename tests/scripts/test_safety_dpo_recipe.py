@@ -49,7 +49,7 @@ def test_default_cpu_yaml_spells_out_the_defaults():
 
     cfg, defaults = parse_yaml(CONFIGS / "default_cpu.yaml"), SafetyDpoConfig()
     keys = yaml.safe_load((CONFIGS / "default_cpu.yaml").read_text())
-    assert {"n_pairs", "dpo_beta", "dpo_learning_rate", "harmful_share", "eval_max_new_tokens"} <= set(keys)
+    assert {"n_pairs", "dpo_beta", "dpo_sft_weight", "dpo_learning_rate", "harmful_share"} <= set(keys)
     assert {k: getattr(cfg, k) for k in keys} == {k: getattr(defaults, k) for k in keys}
     assert cfg == defaults
 
@@ -58,6 +58,7 @@ def test_llava15_7b_yaml_is_spa_vls_recipe():
     cfg = parse_yaml(CONFIGS / "llava15_7b.yaml")
     assert cfg.model == "llava-hf/llava-1.5-7b-hf" and cfg.bf16 and not cfg.use_lora
     assert (cfg.dpo_beta, cfg.dpo_learning_rate, cfg.dpo_epochs, cfg.max_real_pairs) == (0.1, 1e-6, 1.0, 30000)
+    assert cfg.dpo_sft_weight == 0.0  # SPA-VL's plain DPO
     assert cfg.spavl_file and cfg.precompute_reference()  # full fine-tuning keeps no reference copy in memory
 
 

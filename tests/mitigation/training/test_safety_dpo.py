@@ -63,6 +63,7 @@ def tiny_cfg(tmp_path, **overrides):
         lora_r=4,
         lora_alpha=8,
         dpo_beta=BETA,
+        dpo_sft_weight=0.0,
         dpo_batch_size=2,
         dpo_learning_rate=2e-2,
         logging_steps=1,
@@ -76,13 +77,10 @@ def rows(tmp_path_factory):
     return dpo_rows(spavl_file(tmp_path_factory.mktemp("spavl")))
 
 
-@pytest.fixture(scope="module")
-def trainer(tiny_model_dirs, rows, tmp_path_factory):
+def build_trainer(cfg, model_dir, rows, out):
     """The trainer the pipeline builds for safety_dpo's stage (LoRA: TRL's own DPOTrainer)."""
-    out = tmp_path_factory.mktemp("sdpo-trainer")
-    cfg = tiny_cfg(out)
     stage = dpo_stage(cfg, rows)
-    model, processor = load_for_training(cfg, str(tiny_model_dirs["llava"]))
+    model, processor = load_for_training(cfg, str(model_dir))
     return _trainer_cls(cfg, stage)(
         model=model,
         args=training_args(cfg, stage, out),
@@ -90,6 +88,12 @@ def trainer(tiny_model_dirs, rows, tmp_path_factory):
         processing_class=processor,
         peft_config=lora_config(cfg, model),
     )
+
+
+@pytest.fixture(scope="module")
+def trainer(tiny_model_dirs, rows, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sdpo-trainer")
+    return build_trainer(tiny_cfg(out), tiny_model_dirs["llava"], rows, out)
 
 
 class HandLogProbs(torch.nn.Module):
@@ -165,6 +169,15 @@ def test_the_gradient_raises_the_chosen_and_lowers_the_rejected_log_prob(trainer
     for i in range(2):
         assert grad[i, 2:].tolist() == pytest.approx([-BETA * sigma[i] / 2] * 2, rel=1e-5)  # chosen
         assert grad[2 + i, 2:].tolist() == pytest.approx([BETA * sigma[i] / 2] * 2, rel=1e-5)  # rejected
+
+
+def test_the_sft_weight_adds_the_chosen_responses_mean_nll(tiny_model_dirs, rows, tmp_path, monkeypatch):
+    """loss = DPO + w * (-mean of l_pi over the chosen completion tokens): tokens -2, -2 and -3, -3 give 2.5."""
+    sft = build_trainer(tiny_cfg(tmp_path, dpo_sft_weight=0.5), tiny_model_dirs["llava"], rows, tmp_path)
+    assert sft.loss_types == ["sigmoid", "sft"] and sft.loss_weights == [1.0, 0.5]
+    per_token, inputs = hand_inputs([-4.0, -6.0], [-5.0, -3.0], [-5.0, -5.0], [-4.0, -4.0])
+    dpo = (math.log1p(math.exp(-2 * BETA)) + math.log1p(math.exp(2 * BETA))) / 2
+    assert trl_loss(sft, monkeypatch, per_token, inputs).item() == pytest.approx(dpo + 0.5 * 2.5, rel=1e-6)
 
 
 def test_chosen_and_rejected_share_pixels_and_masks_cover_the_response_only(trainer, rows):
