@@ -135,6 +135,15 @@ BUILTIN_METHODS: tuple[MethodEntry, ...] = (
         "mitigation.inference.adashield:AdaShield",
         "AdaShield (Wang et al., ECCV 2024, arXiv 2403.09513)",
     ),
+    MethodEntry(
+        "safety_dpo",
+        "training",
+        ("safety", "utility"),
+        "mitigation.training.safety_dpo:SafetyDpoConfig",
+        "recipe",
+        "mitigation.training.safety_dpo:run_safety_dpo",
+        "SPA-VL DPO (Zhang et al., arXiv 2406.12030)",
+    ),
 )
 
 

@@ -11,8 +11,9 @@
   an HF image struct {bytes, path}) or the JSON/JSONL training files with an image path. SPA-VL's training
   questions are all built from its harm taxonomy, so records are harmful by default; its `test` config has a
   `harm` and a `help` split: load `help` with `harmful=False` (chosen is then required and is also the
-  reference response). chosen and rejected are kept on every record (safety_dpo trains on them); class1..3 are
-  the category, subcategory and `source_labels`.
+  reference response). chosen and rejected are kept on every record; `require_pair=True` (safety_dpo, which
+  trains on them) makes both required and different on every row. class1..3 are the category, subcategory and
+  `source_labels`. A row without the SPA-VL fields (another format's file) is an error naming them.
 - JailBreakV-28K: CSV with columns id, jailbreak_query, redteam_query, format, policy, image_path (and `from`,
   `selected_mini`, `transfer_from_llm`). All rows are harmful; the request is `jailbreak_query` by default (or
   `redteam_query`), the red-team query is kept as `base_request`, the category is `policy`. FigStep rows are
@@ -290,12 +291,18 @@ def load_spavl(
     *,
     harmful: bool = True,
     image_dir: str | os.PathLike | None = None,
+    require_pair: bool = False,
+    allow_text_only: bool = False,
 ) -> list[SafetyRecord]:
     """SPA-VL Parquet or JSON/JSONL rows as records, with their chosen and rejected responses.
 
     Args:
         harmful: the label of every row (SPA-VL train and test `harm`: True; test `help`: False).
         image_dir: where embedded image bytes (Parquet image structs) are written; required if there are any.
+        require_pair: every row must hold a preference pair (safety_dpo trains on it): chosen and rejected
+            non-empty and different.
+        allow_text_only: a null `image` makes a text-only record (the offline stand-in's text presentation);
+            real SPA-VL rows always have an image.
     """
     path = Path(path)
     root = Path(data_root) if data_root is not None else path.parent
@@ -311,28 +318,59 @@ def load_spavl(
     records = []
     for index, raw in rows:
         row = _check_object(raw, source, index)
+        _check_spavl_columns(row, source, index, require_pair=require_pair)
         question = _text(row, "question", source=source, index=index)
-        image = _spavl_image(row.get("image"), root, image_dir, source=source, index=index)
+        text_only = allow_text_only and row.get("image") is None
+        images = () if text_only else (_spavl_image(row.get("image"), root, image_dir, source=source, index=index),)
         labels = tuple(str(row[k]).strip() for k in ("class1", "class2", "class3") if row.get(k))
         # The help split's chosen answer is its reference answer, so it must be there.
-        chosen = _optional(row.get("chosen")) if harmful else _text(row, "chosen", source=source, index=index)
+        needs_chosen = require_pair or not harmful
+        chosen = _text(row, "chosen", source=source, index=index) if needs_chosen else _optional(row.get("chosen"))
+        rejected = (
+            _text(row, "rejected", source=source, index=index) if require_pair else _optional(row.get("rejected"))
+        )
+        if require_pair and " ".join(chosen.split()) == " ".join(rejected.split()):
+            raise SampleError(
+                "chosen and rejected are the same response: a preference pair must prefer one answer over another; "
+                "fix or drop the row",
+                source=source,
+                row=index,
+                field="rejected",
+            )
         records.append(
             SafetyRecord(
                 f"spavl-{path.stem}-{index}",
                 question,
-                (image,),
+                images,
                 harmful=harmful,
                 category=_optional(row.get("class1")),
                 subcategory=_optional(row.get("class2")),
                 response=None if harmful else chosen,
                 chosen=chosen,
-                rejected=_optional(row.get("rejected")),
-                presentation="image",
+                rejected=rejected,
+                presentation="text" if text_only else "image",
                 source=f"spavl:{path.name}:{index}",
                 source_labels=labels,
             )
         )
     return records
+
+
+_SPAVL_COLUMNS = ("image", "question", "chosen", "rejected", "class1", "class2", "class3")
+
+
+def _check_spavl_columns(row: Mapping, source: str, index: int, *, require_pair: bool) -> None:
+    """A row of another format (a VLGuard record, a chat row) fails here, naming what an SPA-VL row holds."""
+    needed = ("image", "question", "chosen", "rejected") if require_pair else ("image", "question")
+    missing = [key for key in needed if key not in row]
+    if missing:
+        raise SampleError(
+            f"not an SPA-VL row: no {', '.join(repr(k) for k in missing)}; SPA-VL rows have the fields "
+            f"{', '.join(_SPAVL_COLUMNS)} (found: {', '.join(map(str, row)) or 'none'})",
+            source=source,
+            row=index,
+            field=missing[0],
+        )
 
 
 def _spavl_image(value: Any, root, image_dir, *, source: str, index: int) -> str:
