@@ -89,7 +89,17 @@ class MethodEntry:
 # In-tree methods (mitigation/{data,architecture,training,inference}/), one entry each, e.g.
 #   MethodEntry("vcd", "inference", ("truthfulness",), "mitigation.inference.vcd:VcdConfig", "inference",
 #               "mitigation.inference.vcd:Vcd", "VCD (Leng et al., CVPR 2024, arXiv 2311.16922)"),
-BUILTIN_METHODS: tuple[MethodEntry, ...] = ()
+BUILTIN_METHODS: tuple[MethodEntry, ...] = (
+    MethodEntry(
+        "lrv",
+        "data",
+        ("truthfulness",),
+        "mitigation.data.lrv_config:LrvConfig",
+        "recipe",
+        "mitigation.data.lrv:run_lrv",
+        "LRV-Instruction (Liu et al., ICLR 2024, arXiv 2306.14565)",
+    ),
+)
 
 
 class Registry:

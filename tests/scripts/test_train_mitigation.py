@@ -70,7 +70,7 @@ def test_help_lists_the_methods_and_help_with_a_method_shows_its_fields():
 def test_an_unknown_method_is_a_one_line_error_with_the_valid_ids():
     assert_usage_error(train_mitigation("--method", "vcd"), "unknown method 'vcd'", "valid ids:", "resa")
     assert_usage_error(train_mitigation("--method", "RESA"), "did you mean 'resa'?")
-    assert_usage_error(train_mitigation(), "--method is required; valid ids: resa")
+    assert_usage_error(train_mitigation(), "--method is required; valid ids: ", "lrv", "resa")
 
 
 def test_an_unknown_key_is_a_one_line_error_naming_it_and_the_valid_keys(tmp_path):
