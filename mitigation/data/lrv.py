@@ -10,6 +10,9 @@ answers reject the false premise and state what the image does show:
   circle is not blue; it is red.");
 - knowledge manipulation: a chart with a falsified value ("The chart shows the red bar at 7. Is that right?" ->
   "No, the red bar is not at 7; it shows 4.").
+Offline, each negative is asked next to a positive of the same form about the same image ("Is there a circle in
+the image?" -> "Yes, there is a red circle in the image."): a first run with unpaired records taught the 135M
+default model to answer "No" to every yes/no question (over-denial, the pitfall METHODS 3.2 warns about).
 
 Data in LRV-Instruction's public schema, `{image_id, question, answer, task}` (a JSON list, or wrapped in
 `{"annotations": [...]}` as the repo's loader reads it), images by image_id under an image root (Visual Genome
@@ -237,98 +240,134 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _shape_positive(rng, inv: Inventory) -> tuple[str, str, str]:
-    s, c = inv.shape, inv.color
-    return rng.choice(
-        (
-            (f"Is there a {s} in the image?", f"Yes, there is a {c} {s} in the image.", "object existence"),
-            ("What shape is in the image?", f"The image shows a {c} {s}.", "object identification"),
-            (f"What color is the {s}?", f"The {s} is {c}.", "attribute"),
-            (f"Is the {s} {c}?", f"Yes, the {s} in the image is {c}.", "attribute"),
-            ("Describe the image briefly.", f"The image shows a single {c} {s}.", "description"),
-            (f"Is there a {c} shape in the image?", f"Yes, the image shows a {c} {s}.", "attribute"),
-        )
-    )
+# Each entry: (negative question, negative answer, positive question, positive answer). A negative and its
+# positive are asked about the same image in the same form ("Is there a triangle?" / "Is there a circle?"), so
+# the first answer word ("No" / "Yes") can only be learned from the image, never from the question's form.
+# Negative answers are "<denial>; <what the image shows>". Fields: {s} shape, {c} colour, {x} the manipulated
+# element, {a} its article; charts: {b} bar colour, {v} its value, {w} the falsified value, {t}/{tv} the tallest.
+NONEXISTENT_SHAPE = (
+    (
+        "Is there a {x} in the image?",
+        "No, there is no {x} in the image; it shows a {c} {s}.",
+        "Is there a {s} in the image?",
+        "Yes, there is a {c} {s} in the image.",
+    ),
+    (
+        "What color is the {x} in the image?",
+        "There is no {x} in the image; it shows a {c} {s}.",
+        "What color is the {s} in the image?",
+        "The {s} is {c}.",
+    ),
+    (
+        "How many {x}s are in the image?",
+        "The image shows no {x}s; it shows one {c} {s}.",
+        "How many {s}s are in the image?",
+        "The image shows one {c} {s}.",
+    ),
+)
+NONEXISTENT_OBJECT = (
+    (
+        "Is there {a} {x} in the image?",
+        "No, the image shows no {x}; it shows a {c} {s}.",
+        "Is there a {c} shape in the image?",
+        "Yes, the image shows a {c} {s}.",
+    ),
+    (
+        "Describe the {x} next to the {s}.",
+        "There is no {x} in the image; it shows only a {c} {s}.",
+        "Describe the image briefly.",
+        "The image shows a single {c} {s}.",
+    ),
+    (
+        "Tell me what the {x} in the picture is doing.",
+        "The picture shows no {x}; it shows a {c} {s}.",
+        "Tell me what the picture shows.",
+        "The picture shows a {c} {s}.",
+    ),
+)
+EXISTENT_COLOR = (
+    ("Is the {s} {x}?", "No, the {s} is not {x}; it is {c}.", "Is the {s} {c}?", "Yes, the {s} is {c}."),
+    (
+        "Describe the {x} {s} in the image.",
+        "The {s} in the image is not {x}; it is a {c} {s}.",
+        "Describe the {c} {s} in the image.",
+        "The image shows a single {c} {s}.",
+    ),
+    (
+        "The {s} in the image is {x}. What color is the {s}?",
+        "The {s} is not {x}; it is {c}.",
+        "The {s} in the image is {c}. What color is the {s}?",
+        "The {s} is {c}.",
+    ),
+)
+EXISTENT_SHAPE = (
+    (
+        "Is the {c} shape a {x}?",
+        "No, the {c} shape is not a {x}; it is a {s}.",
+        "Is the {c} shape a {s}?",
+        "Yes, the {c} shape is a {s}.",
+    ),
+    (
+        "Why is the {c} {x} drawn so small?",
+        "The {c} shape in the image is not a {x}; it is a {s}.",
+        "What is the {c} shape in the image?",
+        "The {c} shape is a {s}.",
+    ),
+    (
+        "Since the shape is a {c} {x}, what color is it?",
+        "The shape is not a {x}; it is a {c} {s}.",
+        "Since the shape is a {c} {s}, what color is it?",
+        "The shape is {c}.",
+    ),
+)
+KNOWLEDGE = (
+    (
+        "The chart shows the {b} bar at {w}. Is that right?",
+        "No, the {b} bar is not at {w}; it shows {v}.",
+        "The chart shows the {b} bar at {v}. Is that right?",
+        "Yes, the {b} bar shows {v}.",
+    ),
+    (
+        "Why does the {b} bar show {w} in the chart?",
+        "The {b} bar does not show {w}; it shows {v}.",
+        "What value does the {b} bar show in the chart?",
+        "The {b} bar shows {v}.",
+    ),
+    (
+        "Since the {b} bar shows {w}, which bar is the tallest?",
+        "The {b} bar does not show {w}; it shows {v}, and the tallest bar is the {t} bar at {tv}.",
+        "Which bar is the tallest in the chart?",
+        "The {t} bar is the tallest, at {tv}.",
+    ),
+)
+SHAPE_TEMPLATES = NONEXISTENT_SHAPE + NONEXISTENT_OBJECT + EXISTENT_COLOR + EXISTENT_SHAPE
 
 
-def _nonexistent(rng, inv: Inventory) -> tuple[str, str, str]:
-    """An absent shape or object; the answer denies it and says what is there."""
-    s, c = inv.shape, inv.color
-    if rng.random() < 0.5:
-        x = _other(rng, assets.SHAPES, s)
-        choices = (
-            (f"Is there a {x} in the image?", f"No, there is no {x} in the image; it shows a {c} {s}."),
-            (f"What color is the {x} in the image?", f"There is no {x} in the image; it shows a {c} {s}."),
-            (f"How many {x}s are in the image?", f"The image shows no {x}s; it shows one {c} {s}."),
-        )
-    else:
+def _manipulation(rng: random.Random, kind: str, inv: Inventory) -> tuple[tuple[str, ...], dict]:
+    """A template of negative type `kind` and its fields, the manipulated element `x` false for `inv`."""
+    if kind == "knowledge":
+        b, v = rng.choice(inv.bars)
+        t, tv = max(inv.bars, key=lambda bar: bar[1])
+        # Never one of the chart's values: a correct answer then never repeats the falsified number.
+        w = rng.choice([n for n in range(1, CHART_MAX + 1) if n not in {value for _, value in inv.bars}])
+        return rng.choice(KNOWLEDGE), dict(b=b, v=v, w=w, t=t, tv=tv, x=str(w))
+    fields = dict(s=inv.shape, c=inv.color)
+    if kind == "nonexistent" and rng.random() < 0.5:
         x = rng.choice(ABSENT_OBJECTS)
-        a = _article(x)
-        choices = (
-            (f"Is there {a} {x} in the image?", f"No, the image shows no {x}; it shows a {c} {s}."),
-            (f"Describe the {x} next to the {s}.", f"There is no {x} in the image; it shows only a {c} {s}."),
-            (f"Tell me what the {x} in the picture is doing.", f"The picture shows no {x}; it shows a {c} {s}."),
-        )
-    question, answer = rng.choice(choices)
-    return question, answer, x
-
-
-def _existent(rng, inv: Inventory) -> tuple[str, str, str]:
-    """The present shape with a wrong colour, or its colour on a wrong shape; the answer corrects it."""
-    s, c = inv.shape, inv.color
+        return rng.choice(NONEXISTENT_OBJECT), dict(fields, x=x, a=_article(x))
+    if kind == "nonexistent":
+        return rng.choice(NONEXISTENT_SHAPE), dict(fields, x=_other(rng, assets.SHAPES, inv.shape))
     if rng.random() < 0.5:
-        x = _other(rng, assets.COLORS, c)
-        choices = (
-            (f"Is the {s} {x}?", f"No, the {s} is not {x}; it is {c}."),
-            (f"Describe the {x} {s} in the image.", f"The {s} in the image is not {x}; it is a {c} {s}."),
-            (f"The {s} in the image is {x}. What color is the {s}?", f"The {s} is not {x}; it is {c}."),
-        )
-    else:
-        x = _other(rng, assets.SHAPES, s)
-        choices = (
-            (f"Is the {c} shape a {x}?", f"No, the {c} shape is not a {x}; it is a {s}."),
-            (f"Why is the {c} {x} drawn so small?", f"The {c} shape in the image is not a {x}; it is a {s}."),
-            (f"Since the shape is a {c} {x}, what color is it?", f"The shape is not a {x}; it is a {c} {s}."),
-        )
-    question, answer = rng.choice(choices)
-    return question, answer, x
+        return rng.choice(EXISTENT_COLOR), dict(fields, x=_other(rng, assets.COLORS, inv.color))
+    return rng.choice(EXISTENT_SHAPE), dict(fields, x=_other(rng, assets.SHAPES, inv.shape))
 
 
-def _chart_positive(rng, inv: Inventory) -> tuple[str, str, str]:
-    color, value = rng.choice(inv.bars)
-    top, top_value = max(inv.bars, key=lambda bar: bar[1])
-    return rng.choice(
-        (
-            (f"What value does the {color} bar show in the chart?", f"The {color} bar shows {value}.", "chart"),
-            ("Which bar is the tallest in the chart?", f"The {top} bar is the tallest, at {top_value}.", "chart"),
-            (f"Does the {color} bar reach {value}?", f"Yes, the {color} bar shows {value}.", "chart"),
-        )
-    )
-
-
-def _knowledge(rng, inv: Inventory) -> tuple[str, str, str]:
-    """A falsified chart value (never one of the chart's values); the answer gives the true one."""
-    color, value = rng.choice(inv.bars)
-    top, top_value = max(inv.bars, key=lambda bar: bar[1])
-    wrong = rng.choice([v for v in range(1, CHART_MAX + 1) if v not in {b[1] for b in inv.bars}])
-    question, answer = rng.choice(
-        (
-            (
-                f"The chart shows the {color} bar at {wrong}. Is that right?",
-                f"No, the {color} bar is not at {wrong}; it shows {value}.",
-            ),
-            (
-                f"Why does the {color} bar show {wrong} in the chart?",
-                f"The {color} bar does not show {wrong}; it shows {value}.",
-            ),
-            (
-                f"Since the {color} bar shows {wrong}, which bar is the tallest?",
-                f"The {color} bar does not show {wrong}; it shows {value}, and the tallest bar is the {top} bar at "
-                f"{top_value}.",
-            ),
-        )
-    )
-    return question, answer, str(wrong)
+def _positive_only(rng: random.Random, inv: Inventory) -> tuple[tuple[str, ...], dict]:
+    """A positive with no negative partner: any template's positive side."""
+    if inv.bars:
+        kind_template, fields = _manipulation(rng, "knowledge", inv)
+        return kind_template, fields
+    return rng.choice(SHAPE_TEMPLATES), dict(s=inv.shape, c=inv.color, x="", a="")
 
 
 def draw_chart(bars: tuple[tuple[str, int], ...], size: int = CHART_SIZE) -> Image.Image:
@@ -361,7 +400,11 @@ def type_counts(n: int, negative_ratio: float, shares: Mapping[str, float]) -> d
     return {"positive": n - n_negative, **counts}
 
 
-_BUILDERS = {"nonexistent": _nonexistent, "existent": _existent, "knowledge": _knowledge}
+NEGATIVE_TASKS = {
+    "nonexistent": "negative: nonexistent element",
+    "existent": "negative: existent element",
+    "knowledge": "negative: knowledge manipulation",
+}
 
 
 def generate_offline(
@@ -373,10 +416,13 @@ def generate_offline(
     seed: int = 0,
 ) -> Path:
     """Write `n` LRV-schema records (`lrv_synthetic.json`, `{"annotations": [...]}`), their images under
-    `out_dir/image` (the upstream layout) and what each image shows (`inventory.json`); deterministic for the arguments.
+    `out_dir/image` (the upstream layout) and what each image shows (`inventory.json`); deterministic for the
+    arguments.
 
-    Shape records use distinct easy-VQA train images; each chart record gets its own chart. The positives take
-    the knowledge share in chart questions too. Returns the JSON file's path (load it with `load_lrv`).
+    Each negative is paired with a positive of the same form on the same image while positives last (at
+    `negative_ratio` 0.5 every image carries one of each); the rest get an image of their own. Shape records use
+    easy-VQA train images, knowledge ones drawn bar charts; charts carry their positives too. Returns the JSON
+    file's path (load it with `load_lrv`).
     """
     from mitigation.data.lrv_config import parse_shares
 
@@ -384,58 +430,65 @@ def generate_offline(
     out = Path(out_dir)
     rng = random.Random(f"lrv-offline:{seed}")
     counts = type_counts(n, negative_ratio, shares)
-    chart_positives = round(counts["positive"] * shares.get("knowledge", 0.0))
-    plan = (
-        [("positive", "chart")] * chart_positives
-        + [("positive", "shape")] * (counts["positive"] - chart_positives)
-        + [(t, "chart" if t == "knowledge" else "shape") for t in NEGATIVE_TYPES for _ in range(counts[t])]
-    )
-    rng.shuffle(plan)
-    n_shapes = sum(kind == "shape" for _, kind in plan)
+    negatives = [t for t in NEGATIVE_TYPES for _ in range(counts[t])]
+    rng.shuffle(negatives)
+    n_pairs = min(len(negatives), counts["positive"])
+    lone = counts["positive"] - n_pairs
+    lone_charts = round(lone * shares.get("knowledge", 0.0))
+    groups = [(kind, True) for kind in negatives[:n_pairs]] + [(kind, False) for kind in negatives[n_pairs:]]
+    groups += [("positive", False)] * lone  # kind "positive": a positive alone
+    charts = [k == "knowledge" for k, _ in groups[: len(groups) - lone]] + [True] * lone_charts
+    charts += [False] * (lone - lone_charts)
+    order = list(range(len(groups)))
+    rng.shuffle(order)
     pool = assets.easy_vqa_images("train")
+    n_shapes = len(groups) - sum(charts)
     if n_shapes > len(pool):
-        raise ValueError(f"asked for {n_shapes} shape instructions; easy-VQA has {len(pool)} train images")
+        raise ValueError(f"asked for {n_shapes} shape images; easy-VQA has {len(pool)} train images")
     shapes = iter(rng.sample(pool, n_shapes))
     records, inventory = [], {}
-    for k, (kind, image_kind) in enumerate(plan):
-        if image_kind == "shape":
-            im = next(shapes)
-            inv = Inventory(f"easyvqa-train-{im.image_id}", shape=im.shape, color=im.color)
-            _write_png(out / "image" / f"{inv.image_id}.png", lambda im=im: _open_rgb(im.path))
-        else:
-            colors = rng.sample(CHART_COLORS, CHART_BARS)
-            values = rng.sample(range(1, CHART_MAX + 1), CHART_BARS)  # distinct: one tallest bar, free wrong values
-            inv = Inventory(f"chart-{k:05d}", bars=tuple(zip(colors, values, strict=True)))
-            _write_png(out / "image" / f"{inv.image_id}.png", lambda inv=inv: draw_chart(inv.bars))
-        if kind == "positive":
-            builder = _chart_positive if image_kind == "chart" else _shape_positive
-            question, answer, task = builder(rng, inv)
-            manipulated = None
-        else:
-            question, answer, manipulated = _BUILDERS[kind](rng, inv)
-            task = {
-                "nonexistent": "negative: nonexistent element",
-                "existent": "negative: existent element",
-                "knowledge": "negative: knowledge manipulation",
-            }[kind]
-        records.append(
-            {
-                "image_id": inv.image_id,
-                "question": question,
-                "answer": answer,
-                "task": task,
-                "source": "synthetic",
-                "instruction_type": kind,
-                "manipulated": manipulated,
-            }
-        )
+    for k in order:
+        (kind, paired), chart = groups[k], charts[k]
+        inv = _new_image(out, rng, k, None if chart else next(shapes))
         inventory[inv.image_id] = (
-            {"shape": inv.shape, "color": inv.color} if inv.shape else {"bars": [list(b) for b in inv.bars]}
+            {"bars": [list(b) for b in inv.bars]} if chart else {"shape": inv.shape, "color": inv.color}
         )
+        if kind == "positive":
+            template, fields = _positive_only(rng, inv)
+        else:
+            template, fields = _manipulation(rng, kind, inv)
+            records.append(_record(inv, template[0], template[1], fields, kind, NEGATIVE_TASKS[kind], fields["x"]))
+        if kind == "positive" or paired:
+            records.append(_record(inv, template[2], template[3], fields, "positive", "positive", None))
     path = out / "lrv_synthetic.json"
     _write_json(path, {"annotations": records})
     _write_json(out / "inventory.json", inventory)
     return path
+
+
+def _new_image(out: Path, rng: random.Random, k: int, shape: assets.ShapeImage | None) -> Inventory:
+    """The inventory of a copied easy-VQA image (`shape`) or of a new chart, its PNG written under `out/image`."""
+    if shape is not None:
+        inv = Inventory(f"easyvqa-train-{shape.image_id}", shape=shape.shape, color=shape.color)
+        _write_png(out / "image" / f"{inv.image_id}.png", lambda: _open_rgb(shape.path))
+        return inv
+    colors = rng.sample(CHART_COLORS, CHART_BARS)
+    values = rng.sample(range(1, CHART_MAX + 1), CHART_BARS)  # distinct: one tallest bar, values left to falsify
+    inv = Inventory(f"chart-{k:05d}", bars=tuple(zip(colors, values, strict=True)))
+    _write_png(out / "image" / f"{inv.image_id}.png", lambda: draw_chart(inv.bars))
+    return inv
+
+
+def _record(inv: Inventory, question: str, answer: str, fields: dict, kind: str, task: str, manipulated) -> dict:
+    return {
+        "image_id": inv.image_id,
+        "question": question.format(**fields),
+        "answer": answer.format(**fields),
+        "task": task,
+        "source": "synthetic",
+        "instruction_type": kind,
+        "manipulated": manipulated,
+    }
 
 
 def _open_rgb(path) -> Image.Image:

@@ -67,7 +67,27 @@ def test_all_three_negative_types_appear_at_the_configured_ratio(offline):
     charts = [r for r in raw if r["image_id"].startswith("chart-")]
     # Charts carry positives too (the knowledge share of the positives), so a chart is not a cue to deny.
     assert Counter(r["instruction_type"] for r in charts) == {"knowledge": 10, "positive": 10}
-    assert len({r["image_id"] for r in raw}) == 100  # one image per record
+
+
+def test_each_negative_shares_its_image_and_question_form_with_a_positive(offline):
+    _, raw, _, _ = offline
+    by_image = {}
+    for r in raw:
+        by_image.setdefault(r["image_id"], []).append(r)
+    # At negative_ratio 0.5 every image carries one positive and one negative: "Yes" / "No" is in the image.
+    assert len(by_image) == 50
+    for pair in by_image.values():
+        assert sorted(r["instruction_type"] == "positive" for r in pair) == [False, True], pair
+        negative, positive = sorted(pair, key=lambda r: r["instruction_type"] == "positive")
+        if negative["answer"].startswith("No,"):
+            assert positive["answer"].startswith("Yes,"), pair
+            assert negative["question"].split()[:2] == positive["question"].split()[:2], pair
+
+
+def test_unpaired_records_get_images_of_their_own(tmp_path):
+    raw = json.loads(generate_offline(tmp_path, n=20, negative_ratio=0.25, shares=SHARES).read_text())["annotations"]
+    assert Counter(r["instruction_type"] for r in raw)["positive"] == 15
+    assert len({r["image_id"] for r in raw}) == 15  # 5 pairs, 10 positives alone
 
 
 def test_records_validate_against_the_schema_and_are_marked_synthetic(offline):
