@@ -365,8 +365,7 @@ def _manipulation(rng: random.Random, kind: str, inv: Inventory) -> tuple[tuple[
 def _positive_only(rng: random.Random, inv: Inventory) -> tuple[tuple[str, ...], dict]:
     """A positive with no negative partner: any template's positive side."""
     if inv.bars:
-        kind_template, fields = _manipulation(rng, "knowledge", inv)
-        return kind_template, fields
+        return _manipulation(rng, "knowledge", inv)  # only its positive side is used
     return rng.choice(SHAPE_TEMPLATES), dict(s=inv.shape, c=inv.color, x="", a="")
 
 
