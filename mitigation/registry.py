@@ -86,18 +86,34 @@ class MethodEntry:
             raise ValueError(f"{where} paper must name the paper it follows")
 
 
-# In-tree methods (mitigation/{data,architecture,training,inference}/), one entry each, e.g.
-#   MethodEntry("vcd", "inference", ("truthfulness",), "mitigation.inference.vcd:VcdConfig", "inference",
-#               "mitigation.inference.vcd:Vcd", "VCD (Leng et al., CVPR 2024, arXiv 2311.16922)"),
+# In-tree methods (mitigation/{data,architecture,training,inference}/), one entry each, by axis.
 BUILTIN_METHODS: tuple[MethodEntry, ...] = (
     MethodEntry(
-        "ecso",
-        "inference",
-        ("safety",),
-        "mitigation.inference.ecso:EcsoConfig",
-        "inference",
-        "mitigation.inference.ecso:Ecso",
-        "ECSO (Gou et al., ECCV 2024, arXiv 2403.09572)",
+        "vlguard",
+        "data",
+        ("safety", "privacy"),
+        "mitigation.data.vlguard_config:VlguardConfig",
+        "recipe",
+        "mitigation.data.vlguard:run_vlguard",
+        "VLGuard (Zong et al., ICML 2024, arXiv 2402.02207)",
+    ),
+    MethodEntry(
+        "lrv",
+        "data",
+        ("truthfulness",),
+        "mitigation.data.lrv_config:LrvConfig",
+        "recipe",
+        "mitigation.data.lrv:run_lrv",
+        "LRV-Instruction (Liu et al., ICLR 2024, arXiv 2306.14565)",
+    ),
+    MethodEntry(
+        "safety_dpo",
+        "training",
+        ("safety", "utility"),
+        "mitigation.training.safety_dpo:SafetyDpoConfig",
+        "recipe",
+        "mitigation.training.safety_dpo:run_safety_dpo",
+        "SPA-VL DPO (Zhang et al., arXiv 2406.12030)",
     ),
     MethodEntry(
         "hallucination_dpo",
@@ -109,15 +125,6 @@ BUILTIN_METHODS: tuple[MethodEntry, ...] = (
         "mDPO (Wang et al., EMNLP 2024, arXiv 2406.11839); DDPO option (RLHF-V, CVPR 2024, arXiv 2312.00849)",
     ),
     MethodEntry(
-        "vlguard",
-        "data",
-        ("safety", "privacy"),
-        "mitigation.data.vlguard_config:VlguardConfig",
-        "recipe",
-        "mitigation.data.vlguard:run_vlguard",
-        "VLGuard (Zong et al., ICML 2024, arXiv 2402.02207)",
-    ),
-    MethodEntry(
         "vcd",
         "inference",
         ("truthfulness",),
@@ -127,6 +134,15 @@ BUILTIN_METHODS: tuple[MethodEntry, ...] = (
         "VCD (Leng et al., CVPR 2024, arXiv 2311.16922)",
     ),
     MethodEntry(
+        "ecso",
+        "inference",
+        ("safety",),
+        "mitigation.inference.ecso:EcsoConfig",
+        "inference",
+        "mitigation.inference.ecso:Ecso",
+        "ECSO (Gou et al., ECCV 2024, arXiv 2403.09572)",
+    ),
+    MethodEntry(
         "adashield",
         "inference",
         ("safety",),
@@ -134,15 +150,6 @@ BUILTIN_METHODS: tuple[MethodEntry, ...] = (
         "inference",
         "mitigation.inference.adashield:AdaShield",
         "AdaShield (Wang et al., ECCV 2024, arXiv 2403.09513)",
-    ),
-    MethodEntry(
-        "safety_dpo",
-        "training",
-        ("safety", "utility"),
-        "mitigation.training.safety_dpo:SafetyDpoConfig",
-        "recipe",
-        "mitigation.training.safety_dpo:run_safety_dpo",
-        "SPA-VL DPO (Zhang et al., arXiv 2406.12030)",
     ),
 )
 
