@@ -136,7 +136,7 @@ def test_real_spavl_files_replace_the_standin_and_keep_their_classes(root, tmp_p
     assert len(stage.rows) == 3 and all(len(r["images"]) == 1 for r in stage.rows)
     summary = json.loads((tmp_path / "run" / "pairs_summary.json").read_text())
     assert summary["pairs"] == 3 and summary["harmful"] == 2 and summary["class1"] == {"": 1, "Malicious Use": 2}
-    assert set(planned.eval_files) == {"harmful", "benign"}
+    assert set(planned.eval_files) == {"harmful", "benign", "borderline"}
     # Mixed with the stand-in on request; capped after a seeded shuffle.
     mixed = plan(SafetyDpoConfig(**{**cfg.__dict__, "offline_with_real": True, "n_pairs": 8}), "unused-base")
     assert len(mixed.stages[0].rows) == 3 + 8
