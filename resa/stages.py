@@ -4,7 +4,7 @@ harmful compliance and over-refusal, from the SFT model (which is also the DPO r
 
 from __future__ import annotations
 
-from mitigation.training.pipeline import Stage
+from mitigation.training.pipeline import Stage, dpo_loss_args
 from resa.config import ResaConfig
 
 
@@ -36,10 +36,6 @@ def dpo_stage(cfg: ResaConfig, rows: list[dict]) -> Stage:
         batch_size=cfg.dpo_batch_size,
         grad_accum=cfg.dpo_grad_accum,
         save_steps=cfg.dpo_save_steps,
-        args=dict(
-            beta=cfg.dpo_beta,
-            # The chosen trace's NLL next to the preference loss keeps the SFT answers from drifting (RPO).
-            loss_type=["sigmoid", "sft"] if cfg.dpo_sft_weight else ["sigmoid"],
-            loss_weights=[1.0, cfg.dpo_sft_weight] if cfg.dpo_sft_weight else None,
-        ),
+        # The chosen trace's NLL next to the preference loss keeps the SFT answers from drifting (RPO).
+        args=dpo_loss_args(cfg.dpo_beta, cfg.dpo_sft_weight),
     )

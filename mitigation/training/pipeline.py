@@ -73,6 +73,16 @@ class StageResult:
     steps: int
 
 
+def dpo_loss_args(beta: float, sft_weight: float) -> dict[str, Any]:
+    """TRL `DPOConfig` fields of DPO at `beta`, plus the chosen response's NLL at weight `sft_weight` when it is
+    above 0 (TRL loss_type ["sigmoid", "sft"], as in RPO, arXiv 2404.19733): what RESA's and safety_dpo's stages use."""
+    return dict(
+        beta=beta,
+        loss_type=["sigmoid", "sft"] if sft_weight else ["sigmoid"],
+        loss_weights=[1.0, sft_weight] if sft_weight else None,
+    )
+
+
 # --- loading and LoRA --------------------------------------------------------------------------------------------
 
 

@@ -290,7 +290,7 @@ def pair_summary(records: Sequence) -> dict:
 
 def dpo_stage(cfg: SafetyDpoConfig, rows: list[dict]):
     """The one stage: TRL's DPO with its own sigmoid loss at `dpo_beta`."""
-    from mitigation.training.pipeline import Stage
+    from mitigation.training.pipeline import Stage, dpo_loss_args
 
     return Stage(
         "dpo",
@@ -302,11 +302,7 @@ def dpo_stage(cfg: SafetyDpoConfig, rows: list[dict]):
         batch_size=cfg.dpo_batch_size,
         grad_accum=cfg.dpo_grad_accum,
         save_steps=cfg.dpo_save_steps,
-        args=dict(
-            beta=cfg.dpo_beta,
-            loss_type=["sigmoid", "sft"] if cfg.dpo_sft_weight else ["sigmoid"],
-            loss_weights=[1.0, cfg.dpo_sft_weight] if cfg.dpo_sft_weight else None,
-        ),
+        args=dpo_loss_args(cfg.dpo_beta, cfg.dpo_sft_weight),
     )
 
 
