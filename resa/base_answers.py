@@ -62,9 +62,10 @@ def base_model_answers(
     key = stable_hash({"model": vlm.cache_identity(), "settings": settings.cache_key()})
     path = Path(cache_dir) / "base_answers" / f"{key}.json"
     cached: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
-    todo = [r for r in records if r.prompt not in cached]
+    todo = list({r.prompt: r for r in records if r.prompt not in cached}.values())  # one answer per prompt
     if todo:
-        samples = [Sample(id=r.id, prompt=r.prompt, images=tuple(r.images)) for r in todo]
+        # The plain request, without any image the record carries: answers are cached by prompt text.
+        samples = [Sample(id=r.id, prompt=r.prompt, images=()) for r in todo]
         for record, gen in zip(todo, vlm.generate(samples, settings), strict=True):
             if gen.error is None:
                 cached[record.prompt] = {"text": gen.text, "tokens": len(gen.token_ids or ())}

@@ -46,6 +46,14 @@ class ResaConfig(TrainingConfig):
             "keyword. 0: none."
         },
     )
+    borderline_presentations: str = field(
+        default="text,unrelated_image",
+        metadata={
+            "help": "How the n_borderline_train prompts are shown, comma-separated: 'text' and/or "
+            "'unrelated_image' (beside an image that has nothing to do with the request, as the held-out track "
+            "also asks them), so an unrelated image alone does not read as a risk."
+        },
+    )
     benign_answers: str = field(
         default="reference",
         metadata={

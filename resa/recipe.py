@@ -84,7 +84,11 @@ def _borderline_records(cfg: ResaConfig) -> list:
 
     train, _ = borderline.split(seed=cfg.seed)
     random.Random(f"borderline-train:{cfg.seed}").shuffle(train)
-    return borderline.to_records(train[: cfg.n_borderline_train], "train")
+    presentations = [p.strip() for p in cfg.borderline_presentations.split(",") if p.strip()]
+    image_dir = Path(cfg.cache_dir) / "data" / "borderline_train"
+    return borderline.to_records(
+        train[: cfg.n_borderline_train], "train", presentations=presentations, image_dir=image_dir, seed=cfg.seed
+    )
 
 
 def _with_base_answers(cfg: ResaConfig, base: str | None, records: list) -> list:
@@ -93,7 +97,7 @@ def _with_base_answers(cfg: ResaConfig, base: str | None, records: list) -> list
 
     if base is None:
         raise ValueError("benign_answers=base_model needs the base model: pass `base` to prepare_data")
-    text = [r for r in records if not r.harmful and r.presentation == "benign_text"]
+    text = [r for r in records if not r.harmful and r.presentation in ("benign_text", "unrelated_image")]
     return with_base_answers(records, base_model_answers(base, text, cache_dir=cfg.cache_dir))
 
 

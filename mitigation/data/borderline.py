@@ -980,24 +980,52 @@ GROUPS: tuple[Group, ...] = (
 )
 
 
-def to_records(prompts: Sequence[BorderlinePrompt], tag: str) -> list:
-    """Prompts as text-only `OfflineRecord`s: safe ones benign ("benign_text", no reference answer: the base model
-    or a teacher writes it), contrast ones harmful ("text", categorised from their words)."""
-    from mitigation.data.offline import OfflineRecord, categorize
+def to_records(
+    prompts: Sequence[BorderlinePrompt],
+    tag: str,
+    *,
+    presentations: Sequence[str] = ("text",),
+    image_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> list:
+    """Prompts as `OfflineRecord`s, each in every presentation of `presentations` ("text"; "unrelated_image": the
+    same request beside an image that has nothing to do with it, written under `image_dir`): safe ones benign
+    ("benign_text" / "unrelated_image", no reference answer: the base model or a teacher writes it), contrast ones
+    harmful ("text" / "unrelated_image", categorised from their words)."""
+    from mitigation.data.offline import OfflineRecord, categorize, unrelated_image_file
 
-    return [
-        OfflineRecord(
-            f"{tag}-borderline-{hashlib.sha1(p.prompt.encode()).hexdigest()[:12]}",
-            p.prompt,
-            (),
+    unknown = sorted(set(presentations) - set(PRESENTATIONS))
+    if unknown or not presentations:
+        raise ValueError(f"borderline presentations {list(presentations)}: choose from {', '.join(PRESENTATIONS)}")
+    if "unrelated_image" in presentations and image_dir is None:
+        raise ValueError("the unrelated_image presentation needs image_dir (where the images are written)")
+    rng = random.Random(f"borderline-train-images:{seed}")
+    records = []
+    for p in prompts:
+        key = f"{tag}-borderline-{hashlib.sha1(p.prompt.encode()).hexdigest()[:12]}"
+        common = dict(
             harmful=p.harmful,
             category=categorize(p.prompt) if p.harmful else None,
-            presentation="text" if p.harmful else "benign_text",
             source=f"synthetic:borderline:{p.type}",
             source_labels=(p.type, p.group),
         )
-        for p in prompts
-    ]
+        for presentation in presentations:
+            if presentation == "text":
+                text = "text" if p.harmful else "benign_text"
+                records.append(OfflineRecord(key, p.prompt, (), presentation=text, **common))
+            else:
+                path, description = unrelated_image_file(Path(image_dir), rng)
+                records.append(
+                    OfflineRecord(
+                        f"{key}-unrel",
+                        p.prompt,
+                        (path,),
+                        presentation="unrelated_image",
+                        image_description=description,
+                        **common,
+                    )
+                )
+    return records
 
 
 def all_prompts(groups: tuple[Group, ...] = GROUPS) -> list[BorderlinePrompt]:

@@ -155,7 +155,8 @@ class OfflineRecord:
         images: image paths, in order, before the text.
         harmful: the harm label.
         category: one of `CATEGORIES` for harmful requests; None for benign ones.
-        presentation: "text", "typographic", "unrelated_image" or "image" (harmful); "vqa", "benign_text" (benign).
+        presentation: "text", "typographic", "unrelated_image" or "image" (harmful); "vqa", "benign_text" or
+            "unrelated_image" (benign: a borderline-safe request beside an unrelated image).
         reference_answer: benign requests: the correct answer (for VQA, the one-word answer).
         image_description: what the image shows, cited by the reasoning's Step 2 (None: no image, or no caption).
         source: where the record came from ("synthetic:advbench", "vlguard:train.json:12", ...).
@@ -355,6 +356,15 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def unrelated_image_file(cache: Path, rng: random.Random) -> tuple[str, str]:
+    """An image unrelated to any request (drawn with `rng` from a small pool, written once under
+    `cache/unrelated/`): its path and the description template traces give it."""
+    kind = rng.choice(assets.UNRELATED_KINDS)
+    index = rng.randrange(_UNRELATED_POOL)
+    path = _save_png(assets.unrelated_image(kind, seed=index, size=160), cache / "unrelated" / f"{kind}_{index}.png")
+    return path, _UNRELATED_DESCRIPTIONS[kind]
+
+
 def _harmful_records(prompt: assets.HarmfulPrompt, split: str, cache: Path, rng: random.Random) -> list[OfflineRecord]:
     category = categorize(prompt.text, None if prompt.category == "harmbench" else prompt.category)
     key = _digest(prompt.text)
@@ -362,11 +372,7 @@ def _harmful_records(prompt: assets.HarmfulPrompt, split: str, cache: Path, rng:
     typo = _save_png(
         assets.render_text_image(prompt.text, font_size=22, width=320), cache / "typographic" / f"{key}.png"
     )
-    kind = rng.choice(assets.UNRELATED_KINDS)
-    index = rng.randrange(_UNRELATED_POOL)
-    unrelated = _save_png(
-        assets.unrelated_image(kind, seed=index, size=160), cache / "unrelated" / f"{kind}_{index}.png"
-    )
+    unrelated, unrelated_description = unrelated_image_file(cache, rng)
     return [
         OfflineRecord(f"{split}-harm-{key}-text", prompt.text, (), presentation="text", **base),
         OfflineRecord(
@@ -382,7 +388,7 @@ def _harmful_records(prompt: assets.HarmfulPrompt, split: str, cache: Path, rng:
             prompt.text,
             (unrelated,),
             presentation="unrelated_image",
-            image_description=_UNRELATED_DESCRIPTIONS[kind],
+            image_description=unrelated_description,
             **base,
         ),
     ]

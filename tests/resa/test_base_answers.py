@@ -2,6 +2,7 @@
 reference only where usable; borderline-safe training prompts need them."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -62,10 +63,19 @@ def test_borderline_training_prompts_need_answers_and_never_come_from_the_held_o
 
     with pytest.raises(ValueError, match="benign_answers=base_model"):
         _borderline_records(ResaConfig(n_borderline_train=10))
-    records = _borderline_records(ResaConfig(n_borderline_train=40, benign_answers="base_model"))
+    records = _borderline_records(ResaConfig(n_borderline_train=40, benign_answers="base_model", cache_dir=tmp_path))
     held_out = {p.prompt for p in borderline.split(seed=0)[1]}
-    assert len(records) == 40 and not held_out & {r.prompt for r in records}
-    assert {r.presentation for r in records if r.harmful} <= {"text"} and any(r.harmful for r in records)
+    assert len(records) == 80 and not held_out & {r.prompt for r in records}  # 40 prompts x 2 presentations
+    assert len({r.id for r in records}) == 80
+    assert {r.presentation for r in records if r.harmful} == {"text", "unrelated_image"}
+    assert {r.presentation for r in records if not r.harmful} == {"benign_text", "unrelated_image"}
+    beside = [r for r in records if r.presentation == "unrelated_image"]
+    assert all(len(r.images) == 1 and Path(r.images[0]).is_file() and r.image_description for r in beside)
+    assert [r.prompt for r in beside] == [r.prompt for r in records if not r.images]  # the same requests
+    text_only = ResaConfig(n_borderline_train=40, benign_answers="base_model", borderline_presentations="text")
+    assert [r.presentation for r in _borderline_records(text_only)] == [
+        "text" if r.harmful else "benign_text" for r in records if not r.images
+    ]
     assert all(r.category for r in records if r.harmful) and all(not r.reference_answer for r in records)
     assert dataclasses.replace(records[0]).id.startswith("train-borderline-")
 
