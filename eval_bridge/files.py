@@ -107,8 +107,7 @@ def output_dir_lock(path: str | os.PathLike, option: str = "--output") -> Iterat
             handle.seek(0)
             holder = handle.read().strip() or "a process that has not written its name yet"
             raise OutputDirInUse(
-                f"{option} {path} is in use by another run ({holder}); wait for it to finish or pass another "
-                f"{option}"
+                f"{option} {path} is in use by another run ({holder}); wait for it to finish or pass another {option}"
             ) from None
         handle.seek(0)
         handle.truncate()
