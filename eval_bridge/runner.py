@@ -130,11 +130,25 @@ def _settings_for(config: SuiteConfig, max_new_tokens: int) -> GenerationSetting
     return replace(config.generation, max_new_tokens=config.max_new_tokens or max_new_tokens)
 
 
+def _no_samples(what: str, source: DataSource, detail: str) -> ValueError:
+    where = ", ".join(f"{k} {v}" for k, v in source.describe().items())
+    return ValueError(f"{what} has no samples ({where}): {detail}")
+
+
 def _collect_units(tasks: list[TaskSpec], config: SuiteConfig, source: DataSource) -> list[_Unit]:
+    """Every dataset and track to run, with its samples; an empty one is an error (it would score as n/a)."""
+    if config.limit is not None and config.limit < 1:
+        raise ValueError(f"limit must be at least 1 sample per dataset, got {config.limit}")
     units = []
     for task in tasks:
         for dataset_id in task.datasets:
             samples = source.load(dataset_id)[: config.limit]
+            if not samples:
+                raise _no_samples(
+                    f"task {task.id}, dataset {dataset_id!r},",
+                    source,
+                    "its annotation file holds no usable records (were they all dropped? see the warnings above)",
+                )
             units.append(
                 _Unit(
                     task.id,
@@ -146,6 +160,8 @@ def _collect_units(tasks: list[TaskSpec], config: SuiteConfig, source: DataSourc
             )
     for track in config.tracks:
         samples = source.track(track)[: config.limit]
+        if not samples:
+            raise _no_samples(f"the {track} track", source, "give a file with at least one request, or drop the track")
         units.append(_Unit(TRACK_TASK, track, samples, [sample_hash(s) for s in samples], _settings_for(config, 64)))
     return units
 
@@ -336,9 +352,15 @@ def run_suite(
         responses=counts,
     )
     if output_dir is not None:
-        from eval_bridge.report import write_results
+        from eval_bridge import report
 
-        write_results(results, output_dir)
+        try:
+            report.write_results(results, output_dir)
+        except OSError as err:
+            raise OSError(
+                f"cannot write the results to {output_dir}: {err}; every response is cached in {config.cache_dir}: "
+                "free space or fix the folder and run again (nothing is generated twice)"
+            ) from err
     return results
 
 

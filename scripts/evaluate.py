@@ -14,15 +14,20 @@ Examples:
 The mini suite is generated offline into --cache-dir on first use. Responses are cached by (model fingerprint,
 method, task, sample, generation settings; an API model by endpoint, model name and settings): an interrupted
 run resumes and a rerun generates nothing. A request to an API model that still fails after its retries is
-recorded as failed, left out of the scores and retried by the next run.
+recorded as failed, left out of the scores and retried by the next run. Ctrl-C (SIGINT) stops after flushing
+the cache (exit status 130); a cache entry cut short by a kill is reported and generated again. One run at a
+time per --output: a second is refused with the holder's pid and host.
 Without --judge, judge-scored checks use documented offline rules, and the results say so per task.
 """
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 
 from eval_bridge.distributed import init_distributed
+from eval_bridge.files import OutputDirInUse, output_dir_lock, writable_dir
 from eval_bridge.models.adapter import VLM, GenerationSettings
 from eval_bridge.report import to_markdown
 from eval_bridge.runner import SuiteConfig, run_suite
@@ -141,20 +146,9 @@ def _key_value(item: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.list_tasks:
-        print(list_tasks())
-        return
-    if not args.model or not args.output:
-        raise SystemExit("error: --model and --output are required (or use --list-tasks)")
-    if args.method_arg and not args.method:
-        raise SystemExit("error: --method-arg needs --method")
-    if error := api_model_error(args):
-        raise SystemExit(f"error: {error}")
-    method_args = dict(_key_value(item) for item in args.method_arg)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    config = SuiteConfig(
+def suite_config(args) -> SuiteConfig:
+    """The `SuiteConfig` the arguments describe."""
+    return SuiteConfig(
         suite=args.suite,
         data_root=args.data_root,
         tasks=args.tasks,
@@ -173,7 +167,17 @@ def main(argv=None) -> None:
         borderline_file=args.borderline_file,
         response_format=args.response_format,
     )
-    try:
+
+
+def evaluate(args, method_args: dict[str, str]) -> dict | None:
+    """Build the method and scorers, load the model and run the suite (results on the main process, else None).
+
+    The main process holds the output directory's lock throughout: a second run on the same --output is refused
+    before it loads anything, and a killed run leaves no stale lock (the kernel drops it with the process).
+    """
+    main_process = int(os.environ.get("RANK", "0")) == 0  # known before the process group exists
+    with output_dir_lock(args.output) if main_process else contextlib.nullcontext():
+        writable_dir(args.cache_dir, "--cache-dir")
         method = None
         if args.method:
             from mitigation.registry import build_inference_method
@@ -184,9 +188,34 @@ def main(argv=None) -> None:
         )
         init_distributed()  # before loading, so each process takes its own GPU
         vlm = load_model(args)
-        results = run_suite(vlm, config, method=method, scorers=scorers, output_dir=args.output)
-    except (SampleError, OSError, ValueError) as err:
+        return run_suite(vlm, suite_config(args), method=method, scorers=scorers, output_dir=args.output)
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.list_tasks:
+        print(list_tasks())
+        return
+    if not args.model or not args.output:
+        raise SystemExit("error: --model and --output are required (or use --list-tasks)")
+    if args.method_arg and not args.method:
+        raise SystemExit("error: --method-arg needs --method")
+    if error := api_model_error(args):
+        raise SystemExit(f"error: {error}")
+    method_args = dict(_key_value(item) for item in args.method_arg)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        results = evaluate(args, method_args)
+    except (SampleError, OSError, ValueError, OutputDirInUse) as err:
         raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt:
+        # Every finished batch is already flushed to the cache; only the batch in flight is lost.
+        print(
+            f"\ninterrupted: the responses generated so far are cached in {args.cache_dir}; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
     if results is not None:
         print(to_markdown(results))
         failed = results["provenance"]["responses"]["failed"]

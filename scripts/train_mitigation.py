@@ -95,6 +95,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[MethodEntry, object]:
         check_values(config_class, {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
     except ConfigError as err:  # a YAML value of the wrong type (argparse only checks strings)
         fail(f"method {entry.id!r}: {err}")
+    if getattr(cfg, "output_dir", None):
+        from eval_bridge.files import writable_dir
+
+        try:
+            writable_dir(cfg.output_dir, "output_dir")  # now, not after the data and the first training steps
+        except OSError as err:
+            fail(f"method {entry.id!r}: {err}")
     return entry, cfg
 
 

@@ -24,6 +24,10 @@ UNRELATED_SUFFIXES = tuple(f"unrelated-image-{kind}" for kind in UNRELATED_KINDS
 VARIANTS = ("text", "image", *UNRELATED_SUFFIXES)
 
 
+# Said of a malformed annotation file: the usual cause is an interrupted download or extraction.
+_RETAKE = "; a truncated file? take it again from the MultiTrust release"
+
+
 class MultiTrustDataError(FileNotFoundError):
     """A file or folder that a MultiTrust dataset needs is missing; the message names the dataset and the path."""
 
@@ -101,7 +105,7 @@ class Context:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise SampleError(f"invalid JSON ({err.msg} at line {err.lineno})", source=str(path)) from None
+            raise SampleError(f"invalid JSON ({err.msg} at line {err.lineno}){_RETAKE}", source=str(path)) from None
 
     def read_jsonl(self, rel: str, what: str = "annotation file (JSON Lines: one object a line)") -> list[Any]:
         """Records of a JSON Lines file; blank lines are skipped (upstream would crash on them)."""
@@ -114,7 +118,7 @@ class Context:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise SampleError(
-                    f"invalid JSON Lines record ({err.msg}); this file is read one JSON object a line",
+                    f"invalid JSON Lines record ({err.msg}); this file is read one JSON object a line{_RETAKE}",
                     source=str(path),
                     row=lineno,
                 ) from None
@@ -130,7 +134,17 @@ class Context:
                 raise SampleError(
                     f"missing CSV column(s) {missing}; found {reader.fieldnames}", source=str(path), row=0
                 )
-            return list(reader)
+            rows = list(reader)
+        for row, rec in enumerate(rows):
+            if None in rec.values():  # csv fills the columns a short (cut-off) row lacks with None
+                short = [k for k, v in rec.items() if v is None]
+                raise SampleError(
+                    f"the row has no value for column(s) {short}: it is cut short{_RETAKE}",
+                    source=str(path),
+                    row=row,
+                    field=short[0],
+                )
+        return rows
 
     def read_lines(self, rel: str, what: str) -> list[str]:
         """Stripped lines of a text file, trailing blank lines dropped."""

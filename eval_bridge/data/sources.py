@@ -11,6 +11,8 @@ from pathlib import Path
 from eval_bridge.cache import sample_hash, stable_hash
 from eval_bridge.samples import Sample, load_samples
 
+ASPECT_FOLDERS = ("truthfulness", "safety", "robustness", "fairness", "privacy")
+
 
 class DataSource:
     """Samples for dataset ids and tracks; `describe()` says where they came from, for provenance."""
@@ -82,6 +84,11 @@ class MultiTrustData(DataSource):
             raise FileNotFoundError(
                 f"--data-root {self.data_root} is not a folder; point it at the MultiTrust data folder "
                 "(the one holding truthfulness/, safety/, robustness/, fairness/, privacy/)"
+            )
+        if not any((self.data_root / aspect).is_dir() for aspect in ASPECT_FOLDERS):
+            raise FileNotFoundError(
+                f"--data-root {self.data_root} holds none of {', '.join(f + '/' for f in ASPECT_FOLDERS)}: point it "
+                "at the MultiTrust release's data/ folder (an empty or unextracted download?)"
             )
 
     def load(self, dataset_id: str) -> list[Sample]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from eval_bridge.models import decode
+from eval_bridge.models.checked_loading import adapter_base, load_adapter_checked, unsafe_pickle_error
 from eval_bridge.models.fingerprint import fingerprint
 from eval_bridge.samples import Sample, SampleError, load_image
 
@@ -128,16 +130,20 @@ def load_pretrained(
     optional PEFT adapter on top. Evaluation (`VLM.load`) and training (`mitigation.training`) load through it,
     so a family that loads here works in both. (The base-model build starts from SmolLM2's GGUF file instead.)
 
-    Weights load through `from_pretrained` (safetensors; transformers refuses unsafe pickles), and code shipped
-    with a checkpoint runs only with `trust_remote_code=True`.
+    Weights load through `from_pretrained`: safetensors, or a `.bin` pickle weights-only (a pickle holding
+    anything but tensors is refused with a `ValueError`, never unpickled). Code shipped with a checkpoint runs
+    only with `trust_remote_code=True`. An adapter whose weights do not all fit the base is a `ValueError`
+    naming the base it was trained on.
     """
     from transformers import AutoConfig, AutoProcessor
 
     common = dict(trust_remote_code=trust_remote_code, revision=revision)
     if (Path(model) / "adapter_config.json").is_file() and not (Path(model) / "config.json").is_file():
+        # Not loaded on its recorded base behind the user's back: that path is often another machine's or gone.
+        base = adapter_base(model) or "<its base model>"
         raise ValueError(
             f"{model} is a PEFT adapter directory, not a model: pass its base model as --model and this directory "
-            "as --adapter (the base is named in its adapter_config.json, base_model_name_or_path)"
+            f"as --adapter, e.g. --model {base} --adapter {model} (the base recorded in its adapter_config.json)"
         )
     try:
         config = AutoConfig.from_pretrained(model, **common)
@@ -149,6 +155,8 @@ def load_pretrained(
     model_cls = _model_class(config.model_type)
     try:
         net = model_cls.from_pretrained(model, config=config, dtype=dtype, **common)
+    except pickle.UnpicklingError as err:
+        raise unsafe_pickle_error(model, err) from None
     except ValueError as err:
         raise ValueError(
             f"{model!r} (model_type {config.model_type!r}) is neither an image-text-to-text model nor a "
@@ -157,14 +165,12 @@ def load_pretrained(
         ) from err
     processor_source = model
     if adapter is not None:
-        from peft import PeftModel
-
         if not (Path(adapter) / "adapter_config.json").is_file():
             raise FileNotFoundError(
                 f"{adapter} has no adapter_config.json; pass a PEFT adapter directory "
                 "(e.g. a LoRA checkpoint saved by the trainer) as --adapter"
             )
-        net = PeftModel.from_pretrained(net, adapter)
+        net = load_adapter_checked(net, adapter, model)
         if any((Path(adapter) / f).is_file() for f in ("processor_config.json", "tokenizer_config.json")):
             processor_source = adapter
     processor = AutoProcessor.from_pretrained(processor_source, **common)

@@ -150,6 +150,27 @@ def training_args(cfg: TrainingConfig, stage: Stage, out: Path):
     return config_cls(**{**common, **stage.args})
 
 
+def check_max_length(max_length: int | None, processor, stage: Stage) -> None:
+    """Refuse a `max_length` that would cut into a row's image tokens: TRL truncates there and the model then
+    fails deep inside with "Image features and image tokens do not match". Checked before any step runs."""
+    count = getattr(processor, "_get_num_multimodal_tokens", None)  # image tokens from sizes, no pixels processed
+    if max_length is None or count is None:
+        return
+    from eval_bridge.samples import load_image
+
+    for i, row in enumerate(stage.rows):
+        images = [img if hasattr(img, "height") else load_image(img) for img in row.get("images") or ()]
+        if not images:
+            continue
+        tokens = sum(count(image_sizes=[(img.height, img.width) for img in images]).num_image_tokens)
+        if tokens >= max_length:
+            raise ValueError(
+                f"stage {stage.name!r}: max_length={max_length} is not longer than the {tokens} image tokens of row "
+                f"{i}; truncating through image tokens breaks VLMs. Set max_length to None (the pipeline's default: "
+                f"no truncation) or well above {tokens} plus the text"
+            )
+
+
 def _trainer_cls(cfg: TrainingConfig, stage: Stage):
     if stage.trainer_cls is not None:
         return stage.trainer_cls
@@ -220,6 +241,7 @@ def train_stage(cfg: TrainingConfig, stage: Stage, model_dir: str, out: Path, ca
         return done
     args = training_args(cfg, stage, out)
     model, processor = load_for_training(cfg, model_dir)
+    check_max_length(args.max_length, processor, stage)
     kwargs = dict(
         model=model,
         args=args,
@@ -277,6 +299,9 @@ def start_run(cfg: TrainingConfig) -> tuple[int, int]:
     if "wandb" in cfg.trackers():
         os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` later if wanted
         os.environ.setdefault("WANDB_DIR", cfg.output_dir)
+    from eval_bridge.files import writable_dir
+
+    writable_dir(cfg.output_dir, "output_dir")  # before hours of training, not at the first save
     rank, world = init_distributed()
     use_all_cores(world)
     return rank, world

@@ -172,3 +172,20 @@ def test_failing_judge_is_recorded_not_passed(vlm, tmp_path, serve):
     assert task["score"] is None
     assert task["datasets"]["g-text-misleading"]["metrics"]["judge_yes"]["failures"] == 3
     assert any("3 scorer failure(s)" in n for n in task["notes"])
+
+
+def test_a_corrupt_cache_entry_is_reported_and_regenerated(vlm, tmp_path, caplog):
+    first = run(vlm, tmp_path)
+    [path] = (tmp_path / "cache" / "responses").rglob("responses.rank0.jsonl")
+    lines = path.read_text().splitlines()
+    wrong_shape = {**json.loads(lines[3]), "response": ["not", "text"]}
+    lines[3] = json.dumps(wrong_shape)
+    lines[-1] = lines[-1][: len(lines[-1]) // 2]  # the last entry cut short, as by a kill mid-write
+    path.write_text("\n".join(lines))
+    with caplog.at_level("WARNING", logger="eval_bridge.cache"):
+        again = run(vlm, tmp_path)
+    assert f"{path} line 4: corrupt cache entry" in caplog.text
+    assert f"{path} line {len(lines)}: corrupt cache entry" in caplog.text
+    counts = again["provenance"]["responses"]
+    assert (counts["from_cache"], counts["generated_here"]) == (counts["total"] - 2, 2)
+    assert again["tasks"] == first["tasks"] and again["samples"] == first["samples"]

@@ -13,6 +13,8 @@ def root(tmp_path):
     (tmp_path / "imgs").mkdir()
     Image.new("RGB", (8, 8), "red").save(tmp_path / "imgs" / "ok.png")
     (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "imgs" / "empty.png").write_bytes(b"")
+    (tmp_path / "imgs" / "notes.png").write_text("a text file named like an image")
     return tmp_path
 
 
@@ -52,6 +54,8 @@ def test_valid_records_load(root):
     [
         ({"id": "x", "prompt": "Q", "image": "imgs/missing.png"}, "image", "image file not found"),
         ({"id": "x", "prompt": "Q", "images": ["imgs/broken.png"]}, "images[0]", "cannot read image"),
+        ({"id": "x", "prompt": "Q", "image": "imgs/empty.png"}, "image", "cannot read image .*replace the file"),
+        ({"id": "x", "prompt": "Q", "images": ["imgs/ok.png", "imgs/notes.png"]}, "images[1]", "cannot read image"),
         ({"id": "x", "prompt": "Q", "images": ["../outside.png"]}, "images[0]", "outside the data root"),
         ({"id": "x", "prompt": "Q", "images": ["/etc/passwd"]}, "images[0]", "outside the data root"),
         ({"id": "x", "prompt": "   "}, "prompt", "empty"),
@@ -127,3 +131,8 @@ def test_sample_is_immutable():
     s = Sample("a", "Q")
     with pytest.raises(AttributeError):
         s.prompt = "other"
+
+
+def test_an_absolute_image_path_inside_the_data_root_is_fine(root):
+    path = write_jsonl(root, [{"id": "a", "prompt": "Q", "image": str(root / "imgs" / "ok.png")}])
+    assert load_samples(path)[0].images == (str(root / "imgs" / "ok.png"),)

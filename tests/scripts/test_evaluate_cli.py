@@ -178,6 +178,7 @@ def test_real_layout_through_data_root(tiny_model_dirs, tmp_path):
 
 
 def test_missing_real_data_names_dataset_and_path(tiny_model_dirs, tmp_path):
+    (tmp_path / "truthfulness").mkdir()  # a partial download: the root is there, T5's file is not
     proc = subprocess.run(
         [
             sys.executable,

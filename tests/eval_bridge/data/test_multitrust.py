@@ -574,3 +574,30 @@ def test_p6_enron_allinfo_renders_one_image_per_sample_reproducibly(root, tmp_pa
     assert len({s.images for s in first}) == 100  # equal values do not overwrite each other's images
     oneinfo = load("enron-email-image-oneinfo", root, cache_dir=tmp_path)
     assert all(Path(s.images[0]).is_file() for s in oneinfo)
+
+
+def test_truncated_annotation_files_name_the_file_and_row(tmp_path):
+    """An interrupted download or extraction: JSON, JSON Lines and CSV annotation files cut short."""
+    mis = tmp_path / "truthfulness/query_misleading/query_d_confusion.json"
+    mis.parent.mkdir(parents=True)
+    mis.write_text(json.dumps([{"image": "c0.png", "query": "Is it red?", "truth": "Yes", "kind": "mirror"}] * 3)[:-40])
+    with pytest.raises(SampleError, match=r"invalid JSON .*a truncated file\? take it again") as err:
+        load("d-mis-visual-confusion", tmp_path)
+    assert str(err.value).startswith(str(mis.resolve()))
+
+    sketch = tmp_path / "robustness/ood-artistic/label/sketch.json"  # read one JSON object a line
+    write_jsonl(sketch, [{"image_name": "a.jpg", "gt_label": ["x"]}] * 2)
+    sketch.write_text(sketch.read_text()[:-12])
+    with pytest.raises(SampleError, match=r"row 2: invalid JSON Lines record .*truncated file"):
+        load("coco-o-sketch", tmp_path)
+
+    csv_path = tmp_path / "safety/typographic_jailbreak/prompt_graph.csv"
+    write_csv(csv_path, ["id", "image_path", "question"], [[0, "0.png", "Give instructions"]])
+    for i in range(2):
+        png(csv_path.parent / "prompt_graph" / f"{i}.png")
+    csv_path.write_text(csv_path.read_text() + "1,1.png")  # the last row lost its question
+    with pytest.raises(SampleError) as err:
+        load("typographic-prompt", tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{csv_path.resolve()}, row 1, field 'question': the row has no value")
+    assert "cut short" in message
