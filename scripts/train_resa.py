@@ -25,6 +25,12 @@ def parse_args(argv=None) -> ResaConfig:
 
     parser = TrlParser((ResaConfig,), description=__doc__)
     (cfg,) = parser.parse_args_and_config(argv)
+    from eval_bridge.files import writable_dir
+
+    try:
+        writable_dir(cfg.output_dir, "output_dir")  # now, not after the data and the first training steps
+    except OSError as err:
+        parser.exit(2, f"error: {err}\n")
     return cfg
 
 

@@ -40,10 +40,14 @@ def test_an_unwritable_output_dir_is_refused_when_the_run_starts(tmp_path):
         start_run(TrainingConfig(output_dir=str(tmp_path / "a-file" / "run"), report_to="none"))
 
 
-def test_train_mitigation_refuses_an_unwritable_output_dir_in_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("command", "prefix"),
+    [(["scripts/train_mitigation.py", "--method", "resa"], "method 'resa': "), (["scripts/train_resa.py"], "")],
+)
+def test_train_mitigation_refuses_an_unwritable_output_dir_in_one_line(tmp_path, command, prefix):
     (tmp_path / "a-file").write_text("")
     proc = subprocess.run(
-        [sys.executable, "scripts/train_mitigation.py", "--method", "resa", "--output_dir", str(tmp_path / "a-file/x")],
+        [sys.executable, *command, "--output_dir", str(tmp_path / "a-file/x")],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
         capture_output=True,
@@ -52,6 +56,6 @@ def test_train_mitigation_refuses_an_unwritable_output_dir_in_one_line(tmp_path)
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: method 'resa': output_dir {tmp_path / 'a-file/x'}: cannot write there (Not a directory); "
+        f"error: {prefix}output_dir {tmp_path / 'a-file/x'}: cannot write there (Not a directory); "
         "pass a folder you can write to"
     )
