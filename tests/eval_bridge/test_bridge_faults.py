@@ -188,7 +188,8 @@ def test_a_worker_killed_mid_evaluation_is_reported_and_its_checkpoint_evaluated
     write_report(run)
     [row] = rows(run)
     assert row["step"] == 0 and "died before finishing it" in row["error"]
-    assert f"evaluation failed: not finished: its worker pid {worker.pid}" in (bridge_dir(run) / "tradeoff.md").read_text()
+    table = (bridge_dir(run) / "tradeoff.md").read_text()
+    assert f"evaluation failed: not finished: its worker pid {worker.pid}" in table
 
     gate.release.set()
     proc = subprocess.run(
@@ -208,7 +209,7 @@ def test_a_worker_killed_mid_evaluation_is_reported_and_its_checkpoint_evaluated
 
 
 def test_a_worker_that_exits_non_zero_is_reported_with_its_log(served, tmp_path, caplog):
-    _, base, spec = served
+    spec = served[2]
     run = tmp_path / "run"
     bridge_dir(run).mkdir(parents=True)
     (bridge_dir(run) / "done").write_text("")  # the worker cannot record anything: it crashes with an OSError
