@@ -170,6 +170,8 @@ class TrustEvalCallback(TrainerCallback):
             self.suite = replace(self.suite, server_base=self.base_model)  # the first stage's base is the served one
         (bridge_dir(self.run_dir) / "STOP").unlink(missing_ok=True)
         self._trackers = _trackers(args)
+        if self.mode == "worker" and (self.worker is None or self.worker.poll() is not None) and pending(self.run_dir):
+            self._start_worker()  # a resumed run: what the killed one left queued is evaluated from the start
         if self.evaluate_start and state.global_step == 0:
             if self.base_model is None:
                 raise ValueError("cannot evaluate the starting model: pass base_model= (a path or hub id)")
