@@ -151,6 +151,9 @@ def _key_fields(key: str) -> dict:
     return {"step": int(step) if step.isdigit() else -1, "final": final == "final"}
 
 
+_warned: set[Path] = set()
+
+
 def _done_records(root: Path) -> Iterator[tuple[str, dict]]:
     """(key, done record) per done file; a file that does not parse gives a failed record naming it."""
     for path in _files(root / "done"):
@@ -159,7 +162,9 @@ def _done_records(root: Path) -> Iterator[tuple[str, dict]]:
             if not isinstance(record, dict) or not isinstance(record.get("step"), int):
                 raise ValueError("not a done record (an object with an integer step)")
         except (OSError, ValueError, UnicodeDecodeError) as err:
-            log.warning("unreadable done record %s: %s; it will be evaluated again", path, err)
+            if path not in _warned:  # once: pending() reads the records at every poll of the worker
+                _warned.add(path)
+                log.warning("unreadable done record %s: %s; it will be evaluated again", path, err)
             record = {
                 **_key_fields(path.stem),
                 "stage": "",
