@@ -196,7 +196,8 @@ def last_complete_checkpoint(out: Path) -> str | None:
 
     The Trainer writes `trainer_state.json` last: a checkpoint without it was being saved when the run was killed,
     and resuming from it would fail (or silently restart from step 0), so it is skipped, with a warning."""
-    steps = {int(p.name.split("-")[1]): p for p in out.glob("checkpoint-*") if p.name.split("-")[1].isdigit()}
+    named = {p: p.name.removeprefix("checkpoint-") for p in out.glob("checkpoint-*")}
+    steps = {int(step): p for p, step in named.items() if step.isdigit()}
     for step in sorted(steps, reverse=True):
         if (steps[step] / "trainer_state.json").is_file():
             return str(steps[step])
