@@ -8,12 +8,17 @@ callback evaluates before training resumes (tests, tiny runs). The starting mode
 run's baseline. Results are logged to the run's trackers as `trust/<aspect>`, `trust/<risk type>`,
 `trust/xm/<task>/<pair>` (cross-modal differences), `trust/overall` (only when all 32 tasks ran) and `utility/*`
 against the checkpoint's step, and the run ends with its trade-off table (`tradeoff.py`).
+
+A worker that exits non-zero (a crash, the out-of-memory killer) is reported as an error naming its log; the next
+checkpoint starts a new worker, which takes the dead one's claim back. At the end of training, the checkpoints not
+evaluated are listed with how to finish them (`scripts/report.py RUN --resume`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +27,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from eval_bridge.bridge import Manifest, SuiteSpec, bridge_dir, completed, drain, enqueue, pending
+from eval_bridge.bridge import Manifest, SuiteSpec, bridge_dir, completed, drain, enqueue, pending, unfinished
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,8 @@ class TrustEvalCallback(TrainerCallback):
             stages of one recipe share it, with `step_offset` keeping their steps apart.
         step_offset: added to the trainer's global step (a later stage continues the earlier one's steps).
         stage: label of this stage in the trade-off table ("sft", "dpo", ...); step 0 is labelled "base".
+        stale_claim_after_s: the worker takes back claims of another host's workers (which it cannot check)
+            older than this (default: never; a dead worker of this host is always detected).
     """
 
     def __init__(
@@ -97,6 +104,7 @@ class TrustEvalCallback(TrainerCallback):
         run_dir: str | None = None,
         step_offset: int = 0,
         stage: str = "",
+        stale_claim_after_s: float | None = None,
     ):
         if mode not in ("worker", "sync"):
             raise ValueError(f"mode must be 'worker' or 'sync', got {mode!r}")
@@ -109,7 +117,9 @@ class TrustEvalCallback(TrainerCallback):
         self.run_dir: Path | None = Path(run_dir) if run_dir else None
         self.step_offset = step_offset
         self.stage = stage
+        self.stale_claim_after_s = stale_claim_after_s
         self.worker: subprocess.Popen | None = None
+        self._reported_worker: subprocess.Popen | None = None
         self._logged: set[tuple[int, bool]] = set()
         self._last_poll = 0.0
         self._trackers: list = []
@@ -160,6 +170,8 @@ class TrustEvalCallback(TrainerCallback):
             self.suite = replace(self.suite, server_base=self.base_model)  # the first stage's base is the served one
         (bridge_dir(self.run_dir) / "STOP").unlink(missing_ok=True)
         self._trackers = _trackers(args)
+        if self.mode == "worker" and (self.worker is None or self.worker.poll() is not None) and pending(self.run_dir):
+            self._start_worker()  # a resumed run: what the killed one left queued is evaluated from the start
         if self.evaluate_start and state.global_step == 0:
             if self.base_model is None:
                 raise ValueError("cannot evaluate the starting model: pass base_model= (a path or hub id)")
@@ -183,6 +195,7 @@ class TrustEvalCallback(TrainerCallback):
 
     def on_log(self, args, state, control, **kwargs):
         if state.is_world_process_zero and time.monotonic() - self._last_poll > 10:
+            self._check_worker()
             self._log_new_results()
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -211,8 +224,10 @@ class TrustEvalCallback(TrainerCallback):
     def _submit(self, manifest: Manifest) -> None:
         enqueue(self.run_dir, manifest)
         if self.mode == "sync":
-            drain(self.run_dir)
-        elif self.worker is None or self.worker.poll() is not None:
+            drain(self.run_dir, stale_after_s=self.stale_claim_after_s)
+            return
+        self._check_worker()
+        if self.worker is None or self.worker.poll() is not None:
             self._start_worker()
 
     def _start_worker(self) -> None:
@@ -222,21 +237,47 @@ class TrustEvalCallback(TrainerCallback):
             # On a CPU-only machine the worker shares the cores with training: one thread keeps it from
             # oversubscribing them (training threads stalled behind the worker's cost far more than its speed).
             env.setdefault("OMP_NUM_THREADS", "1")
-        log_file = open(bridge_dir(self.run_dir) / "worker.log", "a")  # noqa: SIM115 - the worker owns it
-        self.worker = subprocess.Popen(
-            [sys.executable, "-m", "eval_bridge.bridge", str(self.run_dir), "--parent-pid", str(os.getpid())],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+        command = [sys.executable, "-m", "eval_bridge.bridge", str(self.run_dir), "--parent-pid", str(os.getpid())]
+        if self.stale_claim_after_s is not None:
+            command += ["--stale-claim-after", str(self.stale_claim_after_s)]
+        with open(bridge_dir(self.run_dir) / "worker.log", "a") as log_file:  # the worker keeps its own copy
+            self.worker = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+
+    def _check_worker(self) -> None:
+        """Log an error (once per worker) if the worker exited non-zero: crashed, killed, out of memory."""
+        code = None if self.worker is None else self.worker.poll()
+        if not code or self.worker is self._reported_worker:
+            return
+        self._reported_worker = self.worker
+        how = f"exited with code {code}"
+        if code < 0:
+            how = f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        log.error(
+            "the eval-bridge worker (pid %d) %s; see its log %s. A new worker starts with the next checkpoint and "
+            "evaluates what it left; after training: python scripts/report.py %s --resume",
+            self.worker.pid,
+            how,
+            bridge_dir(self.run_dir) / "worker.log",
+            self.run_dir,
         )
 
     def finish(self) -> None:
-        """Tell the worker no more checkpoints are coming, wait for the queue, log what is new."""
+        """Tell the worker no more checkpoints are coming, wait for the queue, log what is new, and report (as an
+        error) each checkpoint left unevaluated, why, and how to finish it."""
         if self.run_dir is None:
             return
         (bridge_dir(self.run_dir) / "STOP").touch()
         self.wait()
+        self._check_worker()
         self._log_new_results()
+        left = unfinished(self.run_dir)
+        if left:
+            log.error(
+                "%d checkpoint(s) were not evaluated: %s. Finish them with: python scripts/report.py %s --resume",
+                len(left),
+                "; ".join(f"step {r['step']} ({_label(r)}): {r['error']}" for r in left),
+                self.run_dir,
+            )
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Block until the queue is evaluated (the worker exits once STOP is written and the queue is empty)."""
@@ -271,6 +312,10 @@ class TrustEvalCallback(TrainerCallback):
             )
             for tracker in self._trackers:
                 tracker(metrics, step)
+
+
+def _label(record: dict) -> str:
+    return (record.get("stage") or "?") + (", final" if record.get("final") else "")
 
 
 def _cuda_available() -> bool:

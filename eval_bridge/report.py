@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from eval_bridge.files import write_atomically
 from eval_bridge.tables import column_label, delta, fmt, markdown_table, signed, with_delta
 from eval_bridge.tasks import TASKS
 from eval_bridge.tasks.rollup import ALL_TASKS
@@ -169,25 +170,31 @@ def plot_aspects(results_list: Sequence[dict], labels: Sequence[str], path: str 
     ax.set_title("MultiTrust aspects")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    # write_atomically's temporary name does not end in .png: say the format unless the name does
+    fig.savefig(path, dpi=100, format=None if path.suffix.lower() in (".png", ".pdf", ".svg") else "png")
     plt.close(fig)
     return path
 
 
 def write_results(results: dict, output_dir: str | Path) -> Path:
-    """Write results.json, results.md, scores.csv and aspects.png into `output_dir`; returns the JSON path."""
+    """Write results.json, results.md, scores.csv and aspects.png into `output_dir`, each atomically (a killed
+    writer leaves the old file or none, never half of one); returns the JSON path."""
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    path.write_text(json.dumps(results, indent=1, default=str))
-    (out / "results.md").write_text(to_markdown(results))
     row = {**headline(results), **{t: r["score"] for t, r in results["tasks"].items()}}
-    with (out / "scores.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow(row)
-    plot_aspects([results], [results.get("provenance", {}).get("model", "model")], out / "aspects.png")
-    return path
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer.writeheader()
+            writer.writerow(row)
+
+    write_atomically(out / "results.md", lambda tmp: tmp.write_text(to_markdown(results)))
+    write_atomically(out / "scores.csv", write_csv)
+    label = results.get("provenance", {}).get("model", "model")
+    write_atomically(out / "aspects.png", lambda tmp: plot_aspects([results], [label], tmp))
+    # Last: results.json is what readers look for, so the others are complete once it exists.
+    text = json.dumps(results, indent=1, default=str)
+    return write_atomically(out / "results.json", lambda tmp: tmp.write_text(text))
 
 
 def load_results(path: str | Path) -> dict:

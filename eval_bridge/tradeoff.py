@@ -1,6 +1,7 @@
 """The trade-off report of a training run: what each checkpoint gained in one aspect and lost in another.
 
-`write_report(run_dir)` reads the eval bridge's records (`trust_eval/done/`) and writes, into `trust_eval/`:
+`write_report(run_dir)` reads the eval bridge's records (`trust_eval/done/`; a queued checkpoint without one is a
+failed row saying why: never evaluated, or its worker died) and writes, atomically, into `trust_eval/`:
 - `tradeoff.md` / `tradeoff.csv`: one row per checkpoint, step 0 first; the five aspects, overall (only when all
   32 tasks ran; otherwise the mean of the aspects, labelled partial), the two risk types, utility and
   over-refusal, each with its delta against step 0; then the paired cross-modal differences (image minus text
@@ -17,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval_bridge.bridge import bridge_dir, completed
+from eval_bridge.bridge import bridge_dir, completed, unfinished
+from eval_bridge.files import write_atomically
 from eval_bridge.report import XM_PREFIX, risk_key
 from eval_bridge.tables import column_label, delta, fmt, markdown_table, signed, wilson_interval, with_delta
 from eval_bridge.tasks.metrics import avg
@@ -57,9 +59,10 @@ def _aspects_mean(record: Mapping) -> float | None:
 
 
 def rows(run_dir: str | Path) -> list[dict]:
-    """One row per evaluated checkpoint (step order): step, checkpoint, headline scores, deltas, error, how many
-    of the 32 tasks have a score (`tasks_scored`), and the sample count behind each rate (`n/<key>`)."""
-    records = completed(run_dir)
+    """One row per queued or evaluated checkpoint (step order): step, checkpoint, headline scores, deltas, error
+    (for a checkpoint not evaluated: why), how many of the 32 tasks have a score (`tasks_scored`), and the sample
+    count behind each rate (`n/<key>`)."""
+    records = sorted([*completed(run_dir), *unfinished(run_dir)], key=lambda r: (r["step"], bool(r.get("final"))))
     base = next((r for r in records if r["step"] == 0 and not r.get("error")), None)
     keys = columns(records)
     out = []
@@ -283,7 +286,7 @@ def plot(table: Sequence[Mapping], path: str | Path) -> Path:
     ax2.set_title(f"{safety.replace('_', '-')} vs utility across checkpoints")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")  # the name may not end in .png (write_atomically's temporary)
     plt.close(fig)
     return path
 
@@ -297,19 +300,23 @@ def write_report(
     out = bridge_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(table, best, weights)
-    (out / "tradeoff.md").write_text(markdown)
-    with (out / "tradeoff.csv").open("w", newline="") as f:
+    write_atomically(out / "tradeoff.md", lambda tmp: tmp.write_text(markdown))
+    write_atomically(out / "tradeoff.csv", lambda tmp: _write_csv(table, tmp))
+    write_atomically(out / "best_checkpoint.json", lambda tmp: tmp.write_text(json.dumps(best, indent=1)))
+    if table:
+        write_atomically(out / "tradeoff.png", lambda tmp: plot(table, tmp))
+    return markdown
+
+
+def _write_csv(table: Sequence[Mapping], path: Path) -> None:
+    with path.open("w", newline="") as f:
         cols = _columns_of(table)
         rated = [c for c in cols if any(f"{N_PREFIX}{c}" in r for r in table)]
         fields = ["step", "stage", "checkpoint", "tasks_scored", *cols, *(f"d_{c}" for c in cols)]
         fields += [f"{part}{c}" for c in rated for part in (N_PREFIX, "ci_low/", "ci_high/")]
-        writer = csv.DictWriter(f, fieldnames=[*fields, "error"])
+        writer = csv.DictWriter(f, fieldnames=[*fields, "error"], extrasaction="ignore")
         writer.writeheader()
         for row in table:
             cis = {c: interval(row, c) for c in rated}
             extra = {f"ci_{side}/{c}": ci[k] for c, ci in cis.items() if ci for k, side in enumerate(("low", "high"))}
             writer.writerow({**row, **extra})
-    (out / "best_checkpoint.json").write_text(json.dumps(best, indent=1))
-    if table:
-        plot(table, out / "tradeoff.png")
-    return markdown

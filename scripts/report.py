@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from eval_bridge.bridge import bridge_dir, drain, pending
+from eval_bridge.bridge import bridge_dir, drain, pending, unfinished
 from eval_bridge.tradeoff import COLUMNS, write_report
 
 
@@ -40,6 +40,14 @@ def main(argv=None) -> None:
         "scored all 32 tasks, else aspects_mean=1, labelled partial; required for a run of tracks only)",
     )
     p.add_argument("--utility-tolerance", type=float, default=5.0, help="max utility drop in points (default 5)")
+    p.add_argument(
+        "--stale-claim-after",
+        type=float,
+        metavar="SECONDS",
+        help="with --resume, also take over checkpoints claimed by another host's worker (which cannot be checked "
+        "from here) longer ago than this; 0: all of them (default: leave them; a dead worker of this host is "
+        "always detected and its checkpoint evaluated again)",
+    )
     args = p.parse_args(argv)
     if not bridge_dir(args.run_dir).is_dir():
         raise SystemExit(
@@ -51,11 +59,13 @@ def main(argv=None) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
         queued = pending(args.run_dir)
         print(f"evaluating {len(queued)} queued checkpoint(s)", file=sys.stderr)
-        for record in drain(args.run_dir, ignore_claims=True):
+        for record in drain(args.run_dir, stale_after_s=args.stale_claim_after):
             print(
                 f"step {record['step']}: {'failed: ' + record['error'] if record.get('error') else 'done'}",
                 file=sys.stderr,
             )
+        for record in unfinished(args.run_dir):
+            print(f"step {record['step']}: left alone: {record['error']}", file=sys.stderr)
     elif pending(args.run_dir):
         print(
             f"note: {len(pending(args.run_dir))} checkpoint(s) still queued; --resume evaluates them", file=sys.stderr

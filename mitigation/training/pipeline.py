@@ -208,8 +208,22 @@ def finished(out: Path) -> StageResult | None:
 
 def _resume_arg(cfg: TrainingConfig, out: Path):
     if cfg.resume_from_checkpoint == "last":
-        return bool(list(out.glob("checkpoint-*"))) or None
+        return last_complete_checkpoint(out)
     return cfg.resume_from_checkpoint
+
+
+def last_complete_checkpoint(out: Path) -> str | None:
+    """The newest `checkpoint-<step>` of `out` saved whole, None if there is none.
+
+    The Trainer writes `trainer_state.json` last: a checkpoint without it was being saved when the run was killed,
+    and resuming from it would fail (or silently restart from step 0), so it is skipped, with a warning."""
+    named = {p: p.name.removeprefix("checkpoint-") for p in out.glob("checkpoint-*")}
+    steps = {int(step): p for p, step in named.items() if step.isdigit()}
+    for step in sorted(steps, reverse=True):
+        if (steps[step] / "trainer_state.json").is_file():
+            return str(steps[step])
+        log.warning("not resuming from %s: it was saved only in part (no trainer_state.json)", steps[step])
+    return None
 
 
 def save_final(trainer, processor, final_dir: Path, *, lora: bool) -> None:
