@@ -133,6 +133,8 @@ def load_pretrained(
     """
     from transformers import AutoConfig, AutoProcessor
 
+    from eval_bridge.models import dense_connector  # noqa: F401  (registers model_type "llava_dense_connector")
+
     common = dict(trust_remote_code=trust_remote_code, revision=revision)
     if (Path(model) / "adapter_config.json").is_file() and not (Path(model) / "config.json").is_file():
         raise ValueError(
