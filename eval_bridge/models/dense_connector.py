@@ -48,8 +48,9 @@ class DenseConnectorError(ValueError):
 
 
 def default_sparse_layers(depth: int) -> list[int]:
-    """(floor(L/3) - 1, floor(2L/3) - 1) for a tower of L blocks: upstream's (7, 15) on CLIP ViT-L's 24."""
-    return [depth // 3 - 1, 2 * depth // 3 - 1]
+    """(floor(L/3) - 1, floor(2L/3) - 1) for a tower of L blocks: upstream's (7, 15) on CLIP ViT-L's 24 (at least
+    0: a tower of under 3 blocks would otherwise count from the end)."""
+    return [max(0, depth // 3 - 1), max(0, 2 * depth // 3 - 1)]
 
 
 def default_dense_groups(depth: int) -> list[list[int]]:
