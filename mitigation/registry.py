@@ -125,6 +125,15 @@ BUILTIN_METHODS: tuple[MethodEntry, ...] = (
         "mDPO (Wang et al., EMNLP 2024, arXiv 2406.11839); DDPO option (RLHF-V, CVPR 2024, arXiv 2312.00849)",
     ),
     MethodEntry(
+        "dense_connector",
+        "architecture",
+        ("truthfulness", "utility"),
+        "mitigation.architecture.dense_connector_config:DenseConnectorConfig",
+        "recipe",
+        "mitigation.architecture.dense_connector:run_dense_connector",
+        "Dense Connector (Yao et al., NeurIPS 2024, arXiv 2405.13800)",
+    ),
+    MethodEntry(
         "vcd",
         "inference",
         ("truthfulness",),

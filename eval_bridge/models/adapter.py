@@ -137,6 +137,8 @@ def load_pretrained(
     """
     from transformers import AutoConfig, AutoProcessor
 
+    from eval_bridge.models import dense_connector  # noqa: F401  (registers model_type "llava_dense_connector")
+
     common = dict(trust_remote_code=trust_remote_code, revision=revision)
     if (Path(model) / "adapter_config.json").is_file() and not (Path(model) / "config.json").is_file():
         # Not loaded on its recorded base behind the user's back: that path is often another machine's or gone.

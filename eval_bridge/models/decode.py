@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 # VLM families whose prefill inputs and decode steps are checked against `generate` (tests/eval_bridge/models/
 # test_decode_loop.py). Text-only causal LMs pass when they use the generic input preparation.
-LOOP_FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
+LOOP_FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "llava_dense_connector")
 
 # Generation-config fields the loop does not implement; a config that sets one decodes with `generate`.
 _UNSUPPORTED_CONFIG = {

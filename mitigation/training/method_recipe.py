@@ -49,12 +49,15 @@ class RecipePlan:
         response_format: "reasoning" to score the answer section only (RESA); None for plain answers.
         report_weights: how the report picks the best checkpoint (default `report_weights(cfg)`: the overall
             trust score, or `SAFETY_WEIGHTS` when the run evaluates the tracks only).
+        model: the model the first stage trains and step 0 evaluates, when the method changes the base model
+            before training (dense_connector's widened model); None: the base model.
     """
 
     stages: list
     eval_files: dict[str, Path]
     response_format: str | None = None
     report_weights: dict[str, float] | None = None
+    model: str | None = None
 
 
 def shared_sources(cfg: TrainingConfig, **sizes):
@@ -135,7 +138,7 @@ def run_recipe(
     _, table = run_stages(
         cfg,
         planned.stages,
-        base,
+        planned.model or base,
         track_suite(cfg, planned.eval_files, response_format=planned.response_format),
         report_weights=planned.report_weights if planned.report_weights is not None else report_weights(cfg),
         on_stage_end=lambda result: clock.lap(f"{result.name.upper()} + evaluations"),
