@@ -107,6 +107,15 @@ BUILTIN_METHODS: tuple[MethodEntry, ...] = (
         "LRV-Instruction (Liu et al., ICLR 2024, arXiv 2306.14565)",
     ),
     MethodEntry(
+        "robust_vision",
+        "architecture",
+        ("robustness", "safety"),
+        "mitigation.architecture.robust_vision_config:RobustVisionConfig",
+        "recipe",
+        "mitigation.architecture.robust_vision:run_robust_vision",
+        "FARE (Schlarmann et al., ICML 2024, arXiv 2402.12336); TeCoA variant (Mao et al., ICLR 2023)",
+    ),
+    MethodEntry(
         "safety_dpo",
         "training",
         ("safety", "utility"),
