@@ -40,7 +40,10 @@ def load_clip_vision(source: str, *, dtype: torch.dtype = torch.float32, revisio
             f"swap_from={source!r} is a {config.model_type!r} model, not a CLIP vision model: robust_vision swaps "
             "in a CLIPVisionModel (or a CLIPModel's vision part), e.g. an HF-format FARE / TeCoA checkpoint"
         )
-    tower, info = CLIPVisionModel.from_pretrained(source, dtype=dtype, revision=revision, output_loading_info=True)
+    try:
+        tower, info = CLIPVisionModel.from_pretrained(source, dtype=dtype, revision=revision, output_loading_info=True)
+    except OSError as err:
+        raise ValueError(f"swap_from={source!r}: no CLIP weights could be loaded ({err})") from None
     missing = [k for k in info["missing_keys"] if "position_ids" not in k]
     if missing:
         raise ValueError(
