@@ -33,6 +33,7 @@ checkpoint can go through the bridge. Qwen2-VL-style towers (flattened patches) 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -370,6 +371,18 @@ def build_objective(model, processor, cfg: RobustVisionConfig, classes: list[str
 # ---------------------------------------------------------------- the trainer
 
 
+@contextlib.contextmanager
+def tower_threads(cfg: RobustVisionConfig):
+    """`cfg.cpu_threads` CPU threads inside the block (on CPU, when set), the caller's afterwards."""
+    before = torch.get_num_threads()
+    if cfg.cpu_threads > 0 and not torch.cuda.is_available():
+        torch.set_num_threads(cfg.cpu_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _trainer_class():
     from transformers import Trainer
 
@@ -379,6 +392,10 @@ def _trainer_class():
         def __init__(self, *args, vlm, vlm_processor, cfg: RobustVisionConfig, **kwargs):
             super().__init__(*args, **kwargs)
             self.vlm, self.vlm_processor, self.cfg = vlm, vlm_processor, cfg
+
+        def training_step(self, *args, **kwargs):
+            with tower_threads(self.cfg):  # the step only: the bridge's evaluations keep the run's threads
+                return super().training_step(*args, **kwargs)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             objective = self.accelerator.unwrap_model(model)
@@ -470,7 +487,8 @@ def finetune(cfg: RobustVisionConfig, base: str, stage_out: Path, callbacks=()) 
     size = objective.tower.config.image_size
     held_x, held_y = heldout_pixels(cfg, size)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    before = measure(objective.to(device), held_x, held_y, cfg)
+    with tower_threads(cfg):
+        before = measure(objective.to(device), held_x, held_y, cfg)
     trainer = _trainer_class()(
         model=objective,
         args=training_arguments(cfg, stage_out),
@@ -481,7 +499,8 @@ def finetune(cfg: RobustVisionConfig, base: str, stage_out: Path, callbacks=()) 
         cfg=cfg,
     )
     trainer.train(resume_from_checkpoint=_resume_arg(cfg, stage_out))
-    after = measure(objective, held_x, held_y, cfg)
+    with tower_threads(cfg):
+        after = measure(objective, held_x, held_y, cfg)
     robustness = {"features": cfg.features, "loss": cfg.loss, "before": before, "after": after}
     final = stage_out / "final"
     if trainer.args.process_index == 0:

@@ -129,6 +129,14 @@ class RobustVisionConfig(TrainingConfig):
     )
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size in images (FARE: 128)."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    cpu_threads: int = field(
+        default=1,
+        metadata={
+            "help": "CPU threads of the tower's steps and measurements (0: the run's, all cores; evaluations keep "
+            "the run's): a small tower's kernels ran 2.5-4x slower on 2 threads than on 1 on the shared 2-core "
+            "machine (CLIP's stride-32 patch convolution backward dominates). Ignored on GPUs."
+        },
+    )
     save_steps: int = field(
         default=0, metadata={"help": "Save a full VLM checkpoint (through the bridge) every N steps (0: the end)."}
     )
