@@ -343,3 +343,13 @@ def test_the_measurement_is_seeded(tiny):
     cfg = tiny_cfg()
     x, y = heldout_pixels(cfg, 32)
     assert measure(objective, x, y, cfg) == measure(objective, x, y, dataclasses.replace(cfg))
+
+
+def test_tecoa_trains_on_easy_vqa_shapes_and_reports_zero_shot_accuracy(tmp_path, tiny_model_dirs, one_thread):
+    cfg = tiny_cfg(tmp_path, loss="tecoa", train_steps=2, batch_size=4, n_heldout_images=12)
+    _, steps, robustness = finetune(cfg, str(tiny_model_dirs["llava"]), tmp_path / "tecoa")
+    after = robustness["after"]
+    assert steps == 2 and robustness["loss"] == "tecoa"
+    for share in (after["clean_accuracy"], after["pgd_accuracy"]):  # shares of the 12 held-out images
+        assert 0 <= share <= 1 and abs(share * 12 - round(share * 12)) < 1e-9
+    assert after["pgd_accuracy"] <= after["clean_accuracy"] + 1 / 12  # the attack does not help the classifier
