@@ -27,17 +27,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AnswerFilter:
-    """What a base-model answer must be to become a reference answer."""
+    """What a base-model answer must be to become a reference answer.
+
+    An answer longer than `max_words` is cut back to its last full sentence within `max_words` (a reference answer
+    sits after four reasoning steps, and the whole response must fit the evaluations' token budget: long answers
+    end in cut-off responses that fail the format)."""
 
     min_words: int = 3
-    max_words: int = 80
+    max_words: int = 40
 
     def accept(self, answer: str, *, truncated: bool) -> str | None:
-        """The answer to keep (cut at its last full sentence if `truncated`), or None if it is not usable."""
+        """The answer to keep (cut at its last full sentence if `truncated` or too long), or None if not usable."""
         text = answer.strip()
+        ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
         if truncated:
-            ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
             text = text[: ends[-1]] if ends else ""
+        if len(text.split()) > self.max_words:
+            fitting = [e for e in ends if len(text[:e].split()) <= self.max_words]
+            text = text[: fitting[-1]] if fitting else ""
         words = len(text.split())
         if not text or is_refusal(text) or not self.min_words <= words <= self.max_words:
             return None

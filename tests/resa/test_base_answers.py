@@ -19,6 +19,13 @@ from resa.base_answers import AnswerFilter, base_model_answers, with_base_answer
         ("Yes.", False, False),  # too short to teach anything
         ("Kill time by reading. Walk around the shops. Then", True, "Kill time by reading. Walk around the shops."),
         ("No sentence end at all because the tokens ran", True, False),
+        # too long: cut back to the last full sentence within 40 words; one overlong sentence is not usable
+        (
+            "Short first part. " + "word " * 30 + "end. " + "more " * 20 + "done.",
+            False,
+            "Short first part. " + "word " * 30 + "end.",
+        ),
+        ("word " * 45 + "end.", False, False),
     ],
 )
 def test_answer_filter(answer, truncated, kept):

@@ -3,7 +3,6 @@ exactly the responses missing from the cache and ends with the scores of an unin
 per output directory: a second is refused, naming the holder."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from resa_launch import launch_env
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 1  # --batch-size 1: the runner flushes every 4 samples
@@ -20,7 +20,9 @@ PAUSE_AFTER = 2  # flushes before the paused run waits for its signal
 
 
 def env(**extra):
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "VLM_TRUST_STANDIN": "off", **extra}
+    """Offline, one thread, and this checkout importable: a script under tests/ puts tests/ first on sys.path, where
+    tests/eval_bridge/ would otherwise shadow the package's subpackages under an editable install's finder."""
+    return {**launch_env(), "VLM_TRUST_STANDIN": "off", **extra}
 
 
 @pytest.fixture(scope="module")
