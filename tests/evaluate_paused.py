@@ -7,6 +7,7 @@ batches are on disk, with the output directory locked and the rest of the suite 
 
 import os
 import runpy
+import signal
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ def pause_after(flushes: int) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C as a terminal delivers it: a job started in the background of a non-interactive shell (a CI runner's
+    # `cmd &`) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     pause_after(int(os.environ["EVALUATE_PAUSE_AFTER_FLUSHES"]))
     script = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
     sys.argv = [str(script), *sys.argv[1:]]
