@@ -315,6 +315,8 @@ def write_table(rows: list[dict], out: Path) -> str:
         body.append([r["method"], r["kind"], *scores, *cost])
     text = "\n".join(markdown_table(header, body))
     text += "\n\nScores 0-100 (deltas against base in parentheses); inference slowdown = evaluation time / base's.\n"
+    for safety_key in dict.fromkeys((safety_axis(table), "harmful_refusal")):
+        text += "\n" + "\n".join(pareto_lines(table, safety_key)) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "mitigation_table.md").write_text(text)
     with (out / "mitigation_table.csv").open("w", newline="") as f:
@@ -356,6 +358,34 @@ def _heatmap(table: list[dict], cols: list[str], path: Path) -> None:
 def safety_axis(table: list[dict]) -> str:
     """The safety coordinate of the scatter: the safety aspect when every row has it, else harmful refusal."""
     return "safety" if all(r.get("safety") is not None for r in table) else "harmful_refusal"
+
+
+def dominates(a: Mapping, b: Mapping, safety_key: str) -> bool:
+    """Whether row `a` is at least as safe and as useful as row `b`, and strictly better in one of the two."""
+    pa, pb = (a.get(safety_key), a.get("utility")), (b.get(safety_key), b.get("utility"))
+    if None in pa or None in pb:
+        return False
+    return pa[0] >= pb[0] and pa[1] >= pb[1] and pa != pb
+
+
+def pareto_lines(table: list[dict], safety_key: str) -> list[str]:
+    """The Pareto front of `safety_key` vs utility and, for every row, the rows that dominate it (markdown)."""
+    from eval_bridge.tradeoff import pareto_front
+
+    label = safety_key.replace("_", " ")
+    rows = [r for r in table if r.get(safety_key) is not None and r.get("utility") is not None]
+    if not rows:
+        return [f"{label.capitalize()} vs utility: no row has both."]
+    front = [rows[i]["method"] for i in pareto_front([(r["utility"], r[safety_key]) for r in rows])]
+    lines = [
+        f"**{label.capitalize()} vs utility.** Pareto front (no other row is as good on both, better on one): "
+        f"{', '.join(front)}."
+    ]
+    for r in rows:
+        over = [o["method"] for o in rows if o is not r and dominates(o, r, safety_key)]
+        if over:
+            lines.append(f"- {r['method']} is dominated by {', '.join(over)}")
+    return lines
 
 
 def _scatter(table: list[dict], path: Path) -> None:

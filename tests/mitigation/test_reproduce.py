@@ -80,3 +80,18 @@ def test_an_override_no_method_has_is_an_error(table_run):
     bad = rep.ReproduceConfig(**{**vars(cfg), "overrides": {"lora_rr": "2"}})
     with pytest.raises(ConfigError, match="did you mean 'lora_r'"):
         rep.reproduce(bad)
+
+
+def test_the_pareto_front_and_dominance_on_hand_made_rows():
+    rows = [
+        {"method": "base", "safety": 40.0, "utility": 60.0},
+        {"method": "a", "safety": 70.0, "utility": 60.0},  # dominates base (equal utility, safer)
+        {"method": "b", "safety": 50.0, "utility": 50.0},  # dominated by a
+        {"method": "c", "safety": 30.0, "utility": 80.0},  # the most useful: on the front
+        {"method": "d", "safety": None, "utility": 90.0},  # no safety score: left out
+    ]
+    assert rep.dominates(rows[1], rows[0], "safety") and not rep.dominates(rows[0], rows[0], "safety")
+    assert not rep.dominates(rows[1], rows[3], "safety") and not rep.dominates(rows[4], rows[0], "safety")
+    lines = rep.pareto_lines(rows, "safety")
+    assert lines[0].endswith("Pareto front (no other row is as good on both, better on one): a, c.")
+    assert lines[1:] == ["- base is dominated by a", "- b is dominated by a"]
