@@ -75,11 +75,13 @@ class ReproduceConfig:
 
 
 def selected_methods(spec: str) -> list:
-    """The registry entries named by `spec` ("all" or "id,id"), training and inference methods only."""
-    from mitigation.registry import get_method, list_methods
+    """The registry entries named by `spec` ("all": by axis, then id; or "id,id" in that order), training and
+    inference methods only."""
+    from mitigation.registry import AXES, get_method, list_methods
 
     if spec.strip().lower() == "all":
-        return [e for e in list_methods() if e.kind in ("recipe", "inference")]
+        # by axis (data, architecture, training, inference), as the paper's tables; by id within an axis
+        return [e for axis in AXES for e in list_methods(axis) if e.kind in ("recipe", "inference")]
     entries = [get_method(m.strip()) for m in spec.split(",") if m.strip()]
     bad = [e.id for e in entries if e.kind not in ("recipe", "inference")]
     if bad:
@@ -205,11 +207,15 @@ def run_recipe_method(cfg: ReproduceConfig, entry, base: str, base_row: dict) ->
     """A training method's row: its recipe trained from the base, its final checkpoint's scores and its cost."""
     from eval_bridge.bridge import completed
     from mitigation.registry import load_target
+    from mitigation.training.pipeline import eval_mode
 
     out = Path(cfg.output) / entry.id
-    if done := _finished(out):
-        return done
     config = recipe_config(cfg, entry, base)
+    sync = eval_mode(config, 1) == "sync"
+    if done := _finished(out):
+        # the cost is re-derived from the run's files, so a row written by an older toolkit reads the same
+        seconds, steps = _training_cost(out, completed(out), sync)
+        return {**done, "train_minutes": round(seconds / 60, 2), "train_steps": steps}
     load_target(entry)(config)
     records = [r for r in completed(out) if not r.get("error")]
     finals = [r for r in records if r.get("final")]
@@ -217,21 +223,27 @@ def run_recipe_method(cfg: ReproduceConfig, entry, base: str, base_row: dict) ->
         raise RuntimeError(f"method {entry.id!r}: its run left no evaluated final checkpoint in {out}/trust_eval")
     final = finals[-1]
     results = json.loads(Path(final["results_path"]).read_text())
-    seconds, steps = _training_cost(out)
+    seconds, steps = _training_cost(out, completed(out), sync)
     row = {"method": entry.id, "kind": "training", **scores_of(results), "eval_seconds": final.get("seconds")}
     row.update(train_minutes=round(seconds / 60, 2), train_steps=steps, results=final["results_path"])
     row["inference_slowdown"] = _ratio(final.get("seconds"), base_row.get("eval_seconds"))
     return _save_row(out, row)
 
 
-def _training_cost(run_dir: Path) -> tuple[float, int]:
-    """(seconds, optimizer steps) of a run's TRL stages, from each stage's `log_history.json`."""
+def _training_cost(run_dir: Path, records: list[dict], sync: bool) -> tuple[float, int]:
+    """(seconds, optimizer steps) of a run. Seconds: in sync mode the run's phases (`timings.json`: data, stages,
+    saving) less every evaluation's seconds, since the bridge evaluated inside them (TRL's `train_runtime` counts
+    the step-0 evaluation); in worker mode, or without timings, the stages' `train_runtime`."""
     seconds, steps = 0.0, 0
     for history in sorted(run_dir.glob("*/log_history.json")):
         last = json.loads(history.read_text())[-1:] or [{}]
         seconds += float(last[0].get("train_runtime", 0.0))
         steps += int(last[0].get("step", 0))
-    return seconds, steps
+    timings = run_dir / "timings.json"
+    if sync and timings.is_file():
+        phases = json.loads(timings.read_text())
+        seconds = sum(phases.values()) - sum(float(r.get("seconds") or 0.0) for r in records)
+    return max(seconds, 0.0), steps
 
 
 def _ratio(x: float | None, base: float | None) -> float | None:
@@ -314,7 +326,10 @@ def write_table(rows: list[dict], out: Path) -> str:
         ]
         body.append([r["method"], r["kind"], *scores, *cost])
     text = "\n".join(markdown_table(header, body))
-    text += "\n\nScores 0-100 (deltas against base in parentheses); inference slowdown = evaluation time / base's.\n"
+    text += (
+        "\n\nScores 0-100 (deltas against base in parentheses). Train (min): the recipe's wall time (data, training,"
+        " saving) less its evaluations; inference slowdown: evaluation time / the base's.\n"
+    )
     for safety_key in dict.fromkeys((safety_axis(table), "harmful_refusal")):
         text += "\n" + "\n".join(pareto_lines(table, safety_key)) + "\n"
     out.mkdir(parents=True, exist_ok=True)

@@ -10,32 +10,10 @@ from resa.config import ResaConfig
 
 def sft_stage(cfg: ResaConfig, rows: list[dict]) -> Stage:
     """Stage 1: SFT on reasoning traces."""
-    return Stage(
-        "sft",
-        "sft",
-        rows,
-        learning_rate=cfg.sft_learning_rate,
-        epochs=cfg.sft_epochs,
-        max_steps=cfg.sft_max_steps,
-        batch_size=cfg.sft_batch_size,
-        grad_accum=cfg.sft_grad_accum,
-        save_steps=cfg.sft_save_steps,
-        args={"assistant_only_loss": True},
-    )
+    return Stage.from_config("sft", "sft", rows, cfg, "sft_", args={"assistant_only_loss": True})
 
 
 def dpo_stage(cfg: ResaConfig, rows: list[dict]) -> Stage:
     """Stage 2: DPO (plus the chosen trace's NLL, RPO-style, when `dpo_sft_weight` > 0)."""
-    return Stage(
-        "dpo",
-        "dpo",
-        rows,
-        learning_rate=cfg.dpo_learning_rate,
-        epochs=cfg.dpo_epochs,
-        max_steps=cfg.dpo_max_steps,
-        batch_size=cfg.dpo_batch_size,
-        grad_accum=cfg.dpo_grad_accum,
-        save_steps=cfg.dpo_save_steps,
-        # The chosen trace's NLL next to the preference loss keeps the SFT answers from drifting (RPO).
-        args=dpo_loss_args(cfg.dpo_beta, cfg.dpo_sft_weight),
-    )
+    # The chosen trace's NLL next to the preference loss keeps the SFT answers from drifting (RPO).
+    return Stage.from_config("dpo", "dpo", rows, cfg, "dpo_", args=dpo_loss_args(cfg.dpo_beta, cfg.dpo_sft_weight))

@@ -334,16 +334,12 @@ def plan(cfg: DenseConnectorConfig, base: str) -> RecipePlan:
             sum(bool(r["images"]) for r in data),
         )
         stages.append(
-            Stage(
+            Stage.from_config(
                 name,
                 "sft",
                 data,
-                learning_rate=getattr(cfg, p + "learning_rate"),
-                epochs=getattr(cfg, p + "epochs"),
-                max_steps=getattr(cfg, p + "max_steps"),
-                batch_size=getattr(cfg, p + "batch_size"),
-                grad_accum=getattr(cfg, p + "grad_accum"),
-                save_steps=getattr(cfg, p + "save_steps"),
+                cfg,
+                p,
                 trainer_cls=connector_trainer(train_language_model=name == "finetune"),
                 args={"assistant_only_loss": True},  # LLaVA trains on the answers (captions) only
             )

@@ -279,18 +279,9 @@ def plan(cfg: VlguardConfig, base: str) -> RecipePlan:
     out.mkdir(parents=True, exist_ok=True)
     (out / "vlguard_data.json").write_text(json.dumps(summary, indent=1) + "\n")
     log.info("VLGuard data (%s): %s", cfg.mode, summary)
-    stage = Stage(
-        "sft",
-        "sft",
-        training_rows(safety, helpful, cfg.seed),
-        learning_rate=cfg.sft_learning_rate,
-        epochs=cfg.sft_epochs,
-        max_steps=cfg.sft_max_steps,
-        batch_size=cfg.sft_batch_size,
-        grad_accum=cfg.sft_grad_accum,
-        save_steps=cfg.sft_save_steps,
-        args={"assistant_only_loss": True},  # upstream trains on the answers only (LLaVA masks the human turns)
-    )
+    rows = training_rows(safety, helpful, cfg.seed)
+    # upstream trains on the answers only (LLaVA masks the human turns)
+    stage = Stage.from_config("sft", "sft", rows, cfg, "sft_", args={"assistant_only_loss": True})
     return RecipePlan([stage], heldout_eval_files(cfg, splits))
 
 

@@ -370,15 +370,12 @@ def plan(cfg: HallucinationDpoConfig, base: str) -> RecipePlan:
         share_corruption=cfg.share_corruption,
         ddpo_weight=cfg.ddpo_weight,
     )
-    stage = Stage(
+    stage = Stage.from_config(
         "mdpo",
         "dpo",
         pair_rows(pairs),
-        learning_rate=cfg.learning_rate,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        grad_accum=cfg.grad_accum,
-        save_steps=cfg.save_steps,
+        cfg,
+        max_steps=-1,  # the run-wide cap `max_steps` decides
         trainer_cls=MdpoTrainer.configured(settings),
         args=dict(
             beta=cfg.beta,

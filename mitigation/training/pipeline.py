@@ -57,6 +57,15 @@ class Stage:
     trainer_cls: type | None = None
     args: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_config(cls, name: str, kind: str, rows: list[dict], cfg: Any, prefix: str = "", **fields: Any) -> Stage:
+        """A stage whose hyperparameters are the config's `<prefix>learning_rate`, `<prefix>epochs`,
+        `<prefix>max_steps`, `<prefix>batch_size`, `<prefix>grad_accum` and `<prefix>save_steps` (e.g. prefix
+        "sft_"); `fields` set any Stage field directly and win (e.g. `args`, `trainer_cls`, `max_steps=-1`)."""
+        keys = ("learning_rate", "epochs", "max_steps", "batch_size", "grad_accum", "save_steps")
+        from_cfg = {k: getattr(cfg, prefix + k) for k in keys if k not in fields and hasattr(cfg, prefix + k)}
+        return cls(name, kind, rows, **from_cfg, **fields)
+
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"stage {self.name!r}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")

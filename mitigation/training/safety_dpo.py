@@ -292,18 +292,7 @@ def dpo_stage(cfg: SafetyDpoConfig, rows: list[dict]):
     """The one stage: TRL's DPO with its own sigmoid loss at `dpo_beta`."""
     from mitigation.training.pipeline import Stage, dpo_loss_args
 
-    return Stage(
-        "dpo",
-        "dpo",
-        rows,
-        learning_rate=cfg.dpo_learning_rate,
-        epochs=cfg.dpo_epochs,
-        max_steps=cfg.dpo_max_steps,
-        batch_size=cfg.dpo_batch_size,
-        grad_accum=cfg.dpo_grad_accum,
-        save_steps=cfg.dpo_save_steps,
-        args=dpo_loss_args(cfg.dpo_beta, cfg.dpo_sft_weight),
-    )
+    return Stage.from_config("dpo", "dpo", rows, cfg, "dpo_", args=dpo_loss_args(cfg.dpo_beta, cfg.dpo_sft_weight))
 
 
 def plan(cfg: SafetyDpoConfig, base: str) -> RecipePlan:

@@ -32,10 +32,11 @@ def results_scores(path):
 
 
 def test_one_row_per_registered_method_base_first(table_run):
-    from mitigation.registry import list_methods
+    from mitigation.registry import AXES, list_methods
 
     _, rows = table_run
-    expected = [e.id for e in list_methods() if e.kind in ("recipe", "inference")]
+    expected = [e.id for a in AXES for e in list_methods(a) if e.kind in ("recipe", "inference")]
+    assert {e.id for e in list_methods() if e.kind in ("recipe", "inference")} == set(expected)
     assert [r["method"] for r in rows] == ["base", *expected]
 
 
@@ -95,3 +96,12 @@ def test_the_pareto_front_and_dominance_on_hand_made_rows():
     lines = rep.pareto_lines(rows, "safety")
     assert lines[0].endswith("Pareto front (no other row is as good on both, better on one): a, c.")
     assert lines[1:] == ["- base is dominated by a", "- b is dominated by a"]
+
+
+def test_the_training_cost_leaves_out_the_evaluations_the_bridge_ran_inside_the_run(tmp_path):
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "log_history.json").write_text(json.dumps([{"loss": 1.0}, {"train_runtime": 90.0, "step": 12}]))
+    (tmp_path / "timings.json").write_text(json.dumps({"data": 10.0, "SFT + evaluations": 140.0, "report": 1.0}))
+    records = [{"step": 0, "seconds": 60.0}, {"step": 12, "final": True, "seconds": 40.0}]
+    assert rep._training_cost(tmp_path, records, sync=True) == (51.0, 12)  # 151 s of phases - 100 s of evaluations
+    assert rep._training_cost(tmp_path, records, sync=False) == (90.0, 12)  # worker mode: TRL's train_runtime
