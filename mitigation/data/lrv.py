@@ -535,8 +535,8 @@ def plan(cfg: LrvConfig, base: str):
     records = training_records(cfg)
     kinds = Counter(r.instruction_type or "lrv_file" for r in records)
     log.info("lrv data: %d instructions (%s)", len(records), ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
-    # max_steps -1: the run-wide cap `max_steps` is this stage's step count
-    stage = Stage.from_config("sft", "sft", sft_rows(records), cfg, max_steps=-1, args={"assistant_only_loss": True})
+    # the config's `max_steps` (the run-wide cap) is this stage's step count
+    stage = Stage.from_config("sft", "sft", sft_rows(records), cfg, args={"assistant_only_loss": True})
     return RecipePlan([stage], heldout_eval_files(cfg, shared_sources(cfg)))
 
 

@@ -41,7 +41,10 @@ class TrainingConfig:
     )
     max_steps: int = field(
         default=-1,
-        metadata={"help": "Cap on every stage's optimizer steps (-1: no cap), e.g. 2 for a smoke run."},
+        metadata={
+            "help": "Cap on every stage's optimizer steps (-1: no cap), e.g. 2 for a smoke run; a stage trains "
+            "min(its own steps, the cap)."
+        },
     )
     logging_steps: int = field(default=5, metadata={"help": "Log losses every N steps."})
 

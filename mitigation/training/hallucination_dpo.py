@@ -375,7 +375,7 @@ def plan(cfg: HallucinationDpoConfig, base: str) -> RecipePlan:
         "dpo",
         pair_rows(pairs),
         cfg,
-        max_steps=-1,  # the run-wide cap `max_steps` decides
+        max_steps=-1,  # its epochs decide, under the run-wide cap `max_steps`
         trainer_cls=MdpoTrainer.configured(settings),
         args=dict(
             beta=cfg.beta,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,20 @@ def lora_config(cfg: TrainingConfig, model):
 # --- TRL arguments -----------------------------------------------------------------------------------------------
 
 
+def stage_max_steps(cfg: TrainingConfig, stage: Stage, world: int = 1) -> int:
+    """The stage's TRL `max_steps`: its own (-1: its epochs decide) under the run-wide cap `cfg.max_steps`.
+
+    A positive max_steps overrides the epochs in transformers' Trainer, so where the epochs decide and give fewer
+    optimizer steps than the cap, the cap is left out: a cap never makes a stage train longer than it would."""
+    steps = cfg.cap_steps(stage.max_steps)
+    if steps > 0 and (stage.max_steps is None or stage.max_steps < 0):
+        rows_per_process = math.ceil(len(stage.rows) / max(world, 1))
+        per_epoch = max(math.ceil(rows_per_process / (stage.batch_size * stage.grad_accum)), 1)  # as Trainer counts
+        if math.ceil(stage.epochs * per_epoch) <= steps:
+            return -1
+    return steps
+
+
 def training_args(cfg: TrainingConfig, stage: Stage, out: Path):
     """The stage's `SFTConfig` / `DPOConfig`: the shared fields from `cfg`, the stage's own from `stage`."""
     from trl import DPOConfig, SFTConfig
@@ -135,7 +150,7 @@ def training_args(cfg: TrainingConfig, stage: Stage, out: Path):
         output_dir=str(out),
         learning_rate=stage.learning_rate,
         num_train_epochs=stage.epochs,
-        max_steps=cfg.cap_steps(stage.max_steps),
+        max_steps=stage_max_steps(cfg, stage, int(os.environ.get("WORLD_SIZE", "1"))),
         per_device_train_batch_size=stage.batch_size,
         gradient_accumulation_steps=stage.grad_accum,
         save_strategy="steps" if stage.save_steps else "no",
