@@ -55,7 +55,16 @@ def run(args, out, cache):
 
 
 def cached(cache) -> int:
-    return sum(len(p.read_text().splitlines()) for p in Path(cache).rglob("responses.rank*.jsonl"))
+    """Responses in the cache so far, polled while the run writes it. Only the responses folder is walked: the run
+    builds the mini suite in a temporary folder it renames, which a walk of the whole cache can trip over."""
+    total = 0
+    try:
+        files = list((Path(cache) / "responses").rglob("responses.rank*.jsonl"))
+        for path in files:
+            total += len(path.read_text().splitlines())
+    except FileNotFoundError:  # a folder or file moved mid-walk: count again at the next poll
+        return 0
+    return total
 
 
 def start_paused(args, out, cache, log_path):
