@@ -217,13 +217,13 @@ def run_recipe_method(cfg: ReproduceConfig, entry, base: str, base_row: dict) ->
         seconds, steps = _training_cost(out, completed(out), sync)
         return {**done, "train_minutes": round(seconds / 60, 2), "train_steps": steps}
     load_target(entry)(config)
-    records = [r for r in completed(out) if not r.get("error")]
-    finals = [r for r in records if r.get("final")]
+    records = completed(out)
+    finals = [r for r in records if r.get("final") and not r.get("error")]
     if not finals:
         raise RuntimeError(f"method {entry.id!r}: its run left no evaluated final checkpoint in {out}/trust_eval")
     final = finals[-1]
     results = json.loads(Path(final["results_path"]).read_text())
-    seconds, steps = _training_cost(out, completed(out), sync)
+    seconds, steps = _training_cost(out, records, sync)
     row = {"method": entry.id, "kind": "training", **scores_of(results), "eval_seconds": final.get("seconds")}
     row.update(train_minutes=round(seconds / 60, 2), train_steps=steps, results=final["results_path"])
     row["inference_slowdown"] = _ratio(final.get("seconds"), base_row.get("eval_seconds"))
@@ -384,23 +384,19 @@ def dominates(a: Mapping, b: Mapping, safety_key: str) -> bool:
 
 
 def pareto_lines(table: list[dict], safety_key: str) -> list[str]:
-    """The Pareto front of `safety_key` vs utility and, for every row, the rows that dominate it (markdown)."""
-    from eval_bridge.tradeoff import pareto_front
-
+    """The Pareto front of `safety_key` vs utility (the rows nothing dominates) and, for every other row, the rows
+    that dominate it (markdown)."""
     label = safety_key.replace("_", " ")
     rows = [r for r in table if r.get(safety_key) is not None and r.get("utility") is not None]
     if not rows:
         return [f"{label.capitalize()} vs utility: no row has both."]
-    front = [rows[i]["method"] for i in pareto_front([(r["utility"], r[safety_key]) for r in rows])]
+    over = {r["method"]: [o["method"] for o in rows if o is not r and dominates(o, r, safety_key)] for r in rows}
+    front = [m for m, by in over.items() if not by]
     lines = [
         f"**{label.capitalize()} vs utility.** Pareto front (no other row is as good on both, better on one): "
         f"{', '.join(front)}."
     ]
-    for r in rows:
-        over = [o["method"] for o in rows if o is not r and dominates(o, r, safety_key)]
-        if over:
-            lines.append(f"- {r['method']} is dominated by {', '.join(over)}")
-    return lines
+    return lines + [f"- {m} is dominated by {', '.join(by)}" for m, by in over.items() if by]
 
 
 def _scatter(table: list[dict], path: Path) -> None:
